@@ -1,0 +1,80 @@
+//! Static assets: our CSS and JS from `static/` and Turbo from its npm package. `build.rs`
+//! fingerprints each file and compresses it with gzip and brotli at build time, so the server
+//! only picks the right bytes: URLs change whenever content does, and every asset can be cached
+//! for a year.
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{self, ContentEncoding},
+    web,
+};
+
+use crate::error::AppError;
+
+/// One asset, in each encoding.
+pub struct Asset {
+    /// The name templates ask for, such as `application.css`.
+    pub logical: &'static str,
+    /// The fingerprinted URL path, such as `/assets/application-1a2b3c4d.css`.
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub etag: &'static str,
+    pub identity: &'static [u8],
+    pub gzip: &'static [u8],
+    pub brotli: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+/// The fingerprinted URL of `logical`. Unknown names are a programming error caught by tests:
+/// they yield a path that answers 404.
+pub fn path(logical: &str) -> &'static str {
+    ASSETS
+        .iter()
+        .find(|a| a.logical == logical)
+        .map_or("/assets/missing", |a| a.path)
+}
+
+/// `GET /assets/{file}`: the asset in the best encoding the client accepts.
+pub async fn show(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let wanted = format!("/assets/{file}");
+    let asset = ASSETS
+        .iter()
+        .find(|a| a.path == wanted)
+        .ok_or(AppError::NotFound)?;
+    let mut res = HttpResponse::Ok();
+    res.content_type(asset.content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .insert_header((header::VARY, "Accept-Encoding"))
+        .insert_header((header::ETAG, asset.etag));
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == asset.etag.as_bytes())
+    {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, asset.etag))
+            .finish());
+    }
+    let accepts = |coding: &str| {
+        req.headers()
+            .get_all(header::ACCEPT_ENCODING)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|c| {
+                let mut parts = c.trim().split(';');
+                parts.next() == Some(coding) && !parts.any(|p| p.trim() == "q=0")
+            })
+    };
+    let (encoding, body) = if accepts("br") {
+        (ContentEncoding::Brotli, asset.brotli)
+    } else if accepts("gzip") {
+        (ContentEncoding::Gzip, asset.gzip)
+    } else {
+        (ContentEncoding::Identity, asset.identity)
+    };
+    if encoding != ContentEncoding::Identity {
+        res.insert_header((header::CONTENT_ENCODING, encoding));
+    }
+    Ok(res.body(body))
+}

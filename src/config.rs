@@ -1,0 +1,197 @@
+//! Settings: `config/default.toml`, then `config/<environment>.toml`, then environment variables
+//! named after each key in upper case (`PORT`, `DATABASE_URL`, `SECRET_KEY_BASE`, ...). The files
+//! are compiled into the binary, so it runs from any directory; the environment is picked by
+//! `TASKSYNC_ENV` (development, test or production; development when unset).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use figment::{
+    Figment,
+    providers::{Env, Format as _, Toml},
+};
+use serde::Deserialize;
+
+/// Which set of defaults applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("TASKSYNC_ENV").as_deref() {
+            Err(_) | Ok("") | Ok("development") => Ok(Self::Development),
+            Ok("test") => Ok(Self::Test),
+            Ok("production") => Ok(Self::Production),
+            Ok(other) => {
+                bail!("TASKSYNC_ENV must be development, test or production, not {other:?}")
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Self::Development => include_str!("../config/development.toml"),
+            Self::Test => include_str!("../config/test.toml"),
+            Self::Production => include_str!("../config/production.toml"),
+        }
+    }
+}
+
+/// Every key the configuration files and environment variables may set.
+const KEYS: &[&str] = &[
+    "host",
+    "port",
+    "workers",
+    "database_url",
+    "database_pool_size",
+    "secret_key_base",
+    "secure_cookies",
+    "max_body_bytes",
+    "max_tasks_per_room",
+    "log_level",
+    "log_format",
+];
+
+/// The application's settings, resolved.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(skip, default = "default_environment")]
+    pub environment: Environment,
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    pub database_url: Option<String>,
+    pub database_pool_size: u32,
+    pub secret_key_base: Option<String>,
+    pub secure_cookies: bool,
+    pub max_body_bytes: usize,
+    pub max_tasks_per_room: i64,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+fn default_environment() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret shorter than this is refused: it would make cookies forgeable by brute force.
+const MIN_SECRET_LEN: usize = 32;
+
+impl Settings {
+    /// Reads the settings for `environment` from the files and the process environment.
+    pub fn load(environment: Environment) -> anyhow::Result<Self> {
+        let mut settings: Settings = Figment::new()
+            .merge(Toml::string(include_str!("../config/default.toml")))
+            .merge(Toml::string(environment.file()))
+            .merge(Env::raw().only(KEYS))
+            .extract()
+            .context("invalid configuration")?;
+        settings.environment = environment;
+        Ok(settings)
+    }
+
+    /// Where the database lives: `DATABASE_URL`, or SQLite under `storage/`.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://storage/{}.sqlite3", self.environment.name()))
+    }
+
+    /// The secret that signs cookies. Production insists on `SECRET_KEY_BASE`; elsewhere a
+    /// random one is generated once and kept in `storage/<environment>_secret.txt`.
+    pub fn secret_key_base(&self) -> anyhow::Result<String> {
+        if let Some(secret) = self.secret_key_base.as_deref() {
+            if secret.len() < MIN_SECRET_LEN {
+                bail!("SECRET_KEY_BASE must be at least {MIN_SECRET_LEN} characters long");
+            }
+            return Ok(secret.to_owned());
+        }
+        if self.environment == Environment::Production {
+            bail!(
+                "SECRET_KEY_BASE is not set: production needs a secret of at least \
+                 {MIN_SECRET_LEN} characters (generate one with `openssl rand -hex 64`)"
+            );
+        }
+        let path = PathBuf::from(format!("storage/{}_secret.txt", self.environment.name()));
+        local_secret(&path)
+    }
+}
+
+fn local_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if existing.len() >= MIN_SECRET_LEN {
+            return Ok(existing.to_owned());
+        }
+    }
+    let secret: String = (0..64)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_to_start_without_a_secret() {
+        let mut settings = Settings::load(Environment::Production).unwrap();
+        settings.secret_key_base = None;
+        let err = settings.secret_key_base().unwrap_err().to_string();
+        assert!(err.contains("SECRET_KEY_BASE is not set"), "{err}");
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let mut settings = Settings::load(Environment::Test).unwrap();
+        settings.secret_key_base = Some("too-short".into());
+        assert!(settings.secret_key_base().is_err());
+    }
+
+    #[test]
+    fn a_local_secret_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/secret.txt");
+        let first = local_secret(&path).unwrap();
+        assert_eq!(first.len(), 128);
+        assert_eq!(local_secret(&path).unwrap(), first);
+    }
+
+    #[test]
+    fn the_embedded_defaults_parse_for_every_environment() {
+        for env in [
+            Environment::Development,
+            Environment::Test,
+            Environment::Production,
+        ] {
+            let settings = Settings::load(env).unwrap();
+            assert_eq!(settings.environment, env);
+            assert!(settings.max_tasks_per_room > 0);
+        }
+    }
+}

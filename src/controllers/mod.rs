@@ -1,0 +1,115 @@
+//! HTTP entry points, thin: each action parses its input into domain types, calls the store,
+//! renders through `views`, and answers with a Turbo Stream or, for browsers without
+//! JavaScript, a redirect or a full page.
+
+mod health;
+mod rooms;
+mod sessions;
+mod tasks;
+
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse,
+    dev::Payload,
+    http::{StatusCode, header},
+    middleware::from_fn,
+    web,
+};
+
+use crate::{assets, form_guard, session, views::turbo_stream};
+
+/// Every route of the app. Health checks and assets need no session; everything else runs
+/// inside the session and form-guard middleware.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/up", web::get().to(health::up))
+        .route("/assets/{file}", web::get().to(assets::show))
+        .service(
+            web::scope("")
+                .wrap(from_fn(form_guard::middleware))
+                .wrap(from_fn(session::middleware))
+                .configure(app_routes)
+                .default_service(web::to(not_found)),
+        );
+}
+
+fn app_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(root))
+        .service(web::resource("/session/new").route(web::get().to(sessions::new)))
+        .service(
+            web::resource("/session")
+                .route(web::post().to(sessions::create))
+                .route(web::delete().to(sessions::destroy)),
+        )
+        .service(
+            web::resource("/rooms")
+                .route(web::get().to(rooms::index))
+                .route(web::post().to(rooms::create)),
+        )
+        .service(
+            web::resource("/rooms/{room_id}")
+                .route(web::get().to(rooms::show))
+                .route(web::patch().to(rooms::update)),
+        )
+        .service(web::resource("/rooms/{room_id}/tasks").route(web::post().to(tasks::create)))
+        .service(
+            web::resource("/rooms/{room_id}/tasks/completed")
+                .route(web::delete().to(tasks::clear_completed)),
+        )
+        .service(
+            web::resource("/rooms/{room_id}/tasks/{task_id}")
+                .route(web::patch().to(tasks::update))
+                .route(web::delete().to(tasks::destroy)),
+        );
+}
+
+async fn root() -> HttpResponse {
+    see_other("/rooms")
+}
+
+/// How the client wants a mutation answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Turbo asked for `text/vnd.turbo-stream.html`: answer with stream actions.
+    TurboStream,
+    /// A plain form post (no JavaScript): redirect or render a page.
+    Html,
+}
+
+impl FromRequest for Format {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let turbo = req
+            .headers()
+            .get_all(header::ACCEPT)
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/vnd.turbo-stream.html"));
+        std::future::ready(Ok(if turbo { Self::TurboStream } else { Self::Html }))
+    }
+}
+
+/// `303 See Other`: where a form post sends a browser afterwards.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// A Turbo Stream response.
+pub fn stream(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(turbo_stream::CONTENT_TYPE)
+        .body(body)
+}
+
+/// A full HTML page.
+pub fn html(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+/// Any other path.
+async fn not_found() -> Result<HttpResponse, crate::error::AppError> {
+    Err(crate::error::AppError::NotFound)
+}

@@ -1,0 +1,16 @@
+//! tasksync: real-time task rooms in the split-transport style. HTTP form posts make every change
+//! and answer with Turbo Stream fragments; sockets carry the same fragments to everyone else.
+
+pub mod assets;
+pub mod config;
+pub mod controllers;
+pub mod csrf;
+pub mod error;
+pub mod form_guard;
+pub mod models;
+pub mod session;
+pub mod signing;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod views;

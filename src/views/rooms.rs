@@ -1,0 +1,108 @@
+use serde::Serialize;
+use tera::Context;
+
+use super::{FormState, Page, Views, tasks::TaskItem, turbo_stream::TurboStream};
+use crate::{
+    error::AppError,
+    models::{Room, RoomCounts, RoomSummary, Task, TaskId},
+};
+
+/// `room_7`: the room's header, which holds its name.
+pub fn dom_id(room: &Room) -> String {
+    format!("room_{}", room.id)
+}
+
+/// The rooms index with the new-room form.
+pub fn index(
+    views: &Views,
+    page: &Page<'_>,
+    rooms: &[RoomSummary],
+    form: &FormState,
+) -> Result<String, AppError> {
+    let mut context = Context::new();
+    context.insert("rooms", rooms);
+    context.insert("form", form);
+    views.page("rooms/index.html", page, context)
+}
+
+/// A task on the room page that the person is in the middle of editing.
+#[derive(Debug, Serialize)]
+pub struct Focus {
+    pub task_id: TaskId,
+    pub form: FormState,
+    /// The task changed under them; the page shows how it looks now.
+    pub conflict: bool,
+}
+
+/// Everything the room page shows.
+#[derive(Debug)]
+pub struct RoomPage<'a> {
+    pub room: &'a Room,
+    pub tasks: &'a [Task],
+    pub counts: RoomCounts,
+    pub new_task: &'a FormState,
+    pub rename: &'a FormState,
+    pub focus: Option<&'a Focus>,
+}
+
+pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<String, AppError> {
+    let items: Vec<TaskItem<'_>> = room_page
+        .tasks
+        .iter()
+        .map(|task| match room_page.focus {
+            Some(focus) if focus.task_id == task.id => TaskItem {
+                task,
+                form: Some(&focus.form),
+                conflict: focus.conflict,
+            },
+            _ => TaskItem::plain(task),
+        })
+        .collect();
+    let mut context = Context::new();
+    context.insert("room", room_page.room);
+    context.insert("items", &items);
+    context.insert("counts", &room_page.counts);
+    context.insert("new_task", room_page.new_task);
+    context.insert("rename", room_page.rename);
+    views.page("rooms/show.html", page, context)
+}
+
+fn header(
+    views: &Views,
+    room: &Room,
+    rename: Option<&FormState>,
+    csrf: Option<&str>,
+) -> Result<String, AppError> {
+    let mut context = Context::new();
+    context.insert("room", room);
+    context.insert("rename", &rename);
+    context.insert("csrf_token", &csrf);
+    views.render("rooms/_header.html", &context)
+}
+
+/// The stream every tab of the room gets when it is renamed.
+pub fn renamed(views: &Views, room: &Room) -> Result<TurboStream, AppError> {
+    Ok(TurboStream::new().replace(&dom_id(room), &header(views, room, None, None)?))
+}
+
+/// The header again with the rename form open and its error, for the person who sent it.
+pub fn rename_invalid(
+    views: &Views,
+    room: &Room,
+    form: &FormState,
+    csrf: &str,
+) -> Result<TurboStream, AppError> {
+    Ok(TurboStream::new().replace(&dom_id(room), &header(views, room, Some(form), Some(csrf))?))
+}
+
+/// The new-room form with its error, for the person who sent it.
+pub fn create_invalid(
+    views: &Views,
+    form: &FormState,
+    csrf: &str,
+) -> Result<TurboStream, AppError> {
+    let mut context = Context::new();
+    context.insert("form", form);
+    context.insert("csrf_token", csrf);
+    Ok(TurboStream::new().replace("new_room", &views.render("rooms/_form.html", &context)?))
+}

@@ -1,0 +1,101 @@
+use reqwest::{StatusCode, header};
+
+use crate::helpers::{Backend, spawn};
+
+/// The fingerprinted URL of an asset, as the layout references it.
+fn asset_url(html: &str, prefix: &str) -> String {
+    let start = html
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix} in layout"));
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn assets_are_fingerprinted_precompressed_and_cached_for_a_year() {
+    let app = spawn(Backend::Sqlite).await;
+    let page = app.get_html("/session/new").await;
+    let css = asset_url(&page, "/assets/application-");
+    let turbo = asset_url(&page, "/assets/turbo-");
+    assert!(
+        css.ends_with(".css") && turbo.ends_with(".js"),
+        "{css} {turbo}"
+    );
+
+    for (encoding, expected) in [
+        ("br", Some("br")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+    ] {
+        let res = app
+            .client
+            .get(app.url(&turbo))
+            .header(header::ACCEPT_ENCODING, encoding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let headers = res.headers().clone();
+        assert_eq!(
+            headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap()),
+            expected,
+            "{encoding}"
+        );
+        assert_eq!(
+            headers[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(
+            headers[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        let body = res.bytes().await.unwrap();
+        if expected.is_none() {
+            assert!(
+                String::from_utf8_lossy(&body).contains("Turbo"),
+                "serves Turbo itself"
+            );
+        } else {
+            assert!(
+                body.len() < 100_000,
+                "{encoding} is compressed: {}",
+                body.len()
+            );
+        }
+    }
+
+    let res = app.get(&css).await;
+    let etag = res.headers()[header::ETAG].clone();
+    let res = app
+        .client
+        .get(app.url(&css))
+        .header(header::IF_NONE_MATCH, etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        app.get("/assets/application-000000000000.css")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/assets/..%2FCargo.toml").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn html_responses_are_compressed() {
+    let app = spawn(Backend::Sqlite).await;
+    let res = app
+        .client
+        .get(app.url("/session/new"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
+}

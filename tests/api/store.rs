@@ -1,0 +1,222 @@
+//! One story run against both backends, straight through the `Store`.
+
+use tasksync::{
+    models::{
+        DisplayName, LockVersion, NewTask, RoomCounts, RoomName, TaskChanges, TaskNotes, TaskTitle,
+    },
+    store::{Store, StoreError, Updated},
+};
+
+use crate::helpers::{Backend, TestDatabase};
+
+async fn store(backend: Backend) -> (Store, TestDatabase) {
+    let (db, url) = TestDatabase::create(backend).await;
+    (Store::connect(&url, 3).await.expect("store connects"), db)
+}
+
+fn new_task(title: &str) -> NewTask {
+    NewTask {
+        title: TaskTitle::parse(title).unwrap(),
+        notes: TaskNotes::default(),
+    }
+}
+
+fn toggle(done: bool, version: i64) -> TaskChanges {
+    TaskChanges {
+        title: None,
+        notes: None,
+        done: Some(done),
+        lock_version: LockVersion(version),
+    }
+}
+
+async fn the_store_story(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let ada = DisplayName::parse("Ada").unwrap();
+    let grace = DisplayName::parse("Grace").unwrap();
+
+    // Rooms: created, found, renamed, listed newest first with counts.
+    let first = store
+        .create_room(&RoomName::parse("First").unwrap())
+        .await
+        .unwrap();
+    let second = store
+        .create_room(&RoomName::parse("Second").unwrap())
+        .await
+        .unwrap();
+    let renamed = store
+        .rename_room(first.id, &RoomName::parse("Renamed").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Renamed");
+    assert_eq!(store.find_room(first.id).await.unwrap().name, "Renamed");
+    let listed: Vec<_> = store
+        .list_rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.room.id)
+        .collect();
+    assert_eq!(listed, vec![second.id, first.id]);
+
+    // Tasks keep their order; counts follow every change.
+    let (a, counts) = store
+        .create_task(first.id, &new_task("a"), &ada, 3)
+        .await
+        .unwrap();
+    assert_eq!(counts, RoomCounts { open: 1, done: 0 });
+    let (b, _) = store
+        .create_task(first.id, &new_task("b"), &ada, 3)
+        .await
+        .unwrap();
+    let (c, _) = store
+        .create_task(first.id, &new_task("c"), &ada, 3)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_task(first.id, &new_task("d"), &ada, 3).await,
+        Err(StoreError::RoomFull(3))
+    ));
+    let ids: Vec<_> = store
+        .list_tasks(first.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, vec![a.id, b.id, c.id]);
+
+    // Optimistic locking: the right version wins, a stale one conflicts, a repeat is a no-op.
+    let Updated::Changed(done_a, counts) = store
+        .update_task(first.id, a.id, &toggle(true, 0), &grace)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a change");
+    };
+    assert!(done_a.done);
+    assert_eq!(done_a.lock_version, LockVersion(1));
+    assert_eq!(done_a.updated_by, "Grace");
+    assert_eq!(counts, RoomCounts { open: 2, done: 1 });
+    assert!(matches!(
+        store.update_task(first.id, a.id, &toggle(true, 0), &ada).await.unwrap(),
+        Updated::Unchanged(ref t, _) if t.lock_version == LockVersion(1)
+    ));
+    match store
+        .update_task(first.id, a.id, &toggle(false, 0), &ada)
+        .await
+    {
+        Err(StoreError::Conflict(current)) => assert_eq!(current.updated_by, "Grace"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let edit = TaskChanges {
+        title: Some(TaskTitle::parse("b2").unwrap()),
+        notes: Some(TaskNotes::parse("notes").unwrap()),
+        done: None,
+        lock_version: LockVersion(0),
+    };
+    let Updated::Changed(b2, _) = store
+        .update_task(first.id, b.id, &edit, &ada)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a change");
+    };
+    assert_eq!(
+        (b2.title.as_str(), b2.notes.as_str(), b2.done),
+        ("b2", "notes", false)
+    );
+
+    // A task is only reachable through its own room.
+    assert!(matches!(
+        store.find_task(second.id, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_task(second.id, a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .update_task(second.id, a.id, &toggle(true, 1), &ada)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Delete and clear completed.
+    let counts = store.delete_task(first.id, c.id).await.unwrap();
+    assert_eq!(counts, RoomCounts { open: 1, done: 1 });
+    store
+        .update_task(first.id, b.id, &toggle(true, 1), &ada)
+        .await
+        .unwrap();
+    let (removed, counts) = store.clear_completed(first.id).await.unwrap();
+    assert_eq!(removed, vec![a.id, b.id]);
+    assert_eq!(counts, RoomCounts::default());
+    assert!(store.list_tasks(first.id).await.unwrap().is_empty());
+
+    // Ids are never reused after a delete.
+    let (d, _) = store
+        .create_task(first.id, &new_task("d"), &ada, 3)
+        .await
+        .unwrap();
+    assert!(d.id > c.id);
+
+    // Unknown rooms.
+    let missing = tasksync::models::RoomId(i64::MAX);
+    assert!(matches!(
+        store.find_room(missing).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.create_task(missing, &new_task("x"), &ada, 3).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.clear_completed(missing).await,
+        Err(StoreError::NotFound)
+    ));
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_story_holds_on_sqlite() {
+    the_store_story(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_store_story_holds_on_postgres() {
+    the_store_story(Backend::Postgres).await;
+}
+
+async fn concurrent_creates_never_exceed_the_room_limit(backend: Backend) {
+    let (store, _db) = store(backend).await;
+    let room = store
+        .create_room(&RoomName::parse("Busy").unwrap())
+        .await
+        .unwrap();
+    let ada = DisplayName::parse("Ada").unwrap();
+    let attempts = (0..20).map(|i| {
+        let store = store.clone();
+        let ada = ada.clone();
+        async move {
+            store
+                .create_task(room.id, &new_task(&format!("t{i}")), &ada, 5)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 5, "{results:?}");
+    assert_eq!(store.list_tasks(room.id).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_exceed_the_room_limit_on_sqlite() {
+    concurrent_creates_never_exceed_the_room_limit(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_exceed_the_room_limit_on_postgres() {
+    concurrent_creates_never_exceed_the_room_limit(Backend::Postgres).await;
+}
