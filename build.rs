@@ -22,6 +22,8 @@ const VENDORED: &[(&str, &str)] = &[(
 fn main() {
     println!("cargo:rerun-if-changed=static");
     println!("cargo:rerun-if-changed=package-lock.json");
+    // sqlx::migrate! embeds migrations/ at compile time; a new file must trigger a rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     for (_, path) in VENDORED {
         println!("cargo:rerun-if-changed={path}");
     }

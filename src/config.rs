@@ -12,6 +12,8 @@ use figment::{
 };
 use serde::Deserialize;
 
+use crate::pubsub::AdapterConfig;
+
 /// Which set of defaults applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -60,6 +62,10 @@ const KEYS: &[&str] = &[
     "secure_cookies",
     "max_body_bytes",
     "max_tasks_per_room",
+    "pubsub_adapter",
+    "redis_url",
+    "pubsub_channel",
+    "allowed_origins",
     "log_level",
     "log_format",
 ];
@@ -79,6 +85,12 @@ pub struct Settings {
     pub secure_cookies: bool,
     pub max_body_bytes: usize,
     pub max_tasks_per_room: i64,
+    /// auto, in_process, postgres or redis.
+    pub pubsub_adapter: String,
+    pub redis_url: String,
+    pub pubsub_channel: String,
+    /// Comma-separated origins allowed to open sockets; empty means the app's own origin.
+    pub allowed_origins: String,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -115,6 +127,28 @@ impl Settings {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://storage/{}.sqlite3", self.environment.name()))
+    }
+
+    /// Which pub/sub adapter carries broadcasts between processes. `auto` picks PostgreSQL
+    /// LISTEN/NOTIFY when the database is PostgreSQL, and the in-process adapter otherwise.
+    pub fn pubsub(&self) -> anyhow::Result<AdapterConfig> {
+        let database = self.database_url();
+        let is_postgres = database.starts_with("postgres:") || database.starts_with("postgresql:");
+        match self.pubsub_adapter.as_str() {
+            "auto" if is_postgres => Ok(AdapterConfig::Postgres { url: database }),
+            "auto" | "in_process" => Ok(AdapterConfig::InProcess),
+            "postgres" if is_postgres => Ok(AdapterConfig::Postgres { url: database }),
+            "postgres" => {
+                bail!("PUBSUB_ADAPTER=postgres needs DATABASE_URL to be a PostgreSQL URL")
+            }
+            "redis" => Ok(AdapterConfig::Redis {
+                url: self.redis_url.clone(),
+                channel: self.pubsub_channel.clone(),
+            }),
+            other => {
+                bail!("PUBSUB_ADAPTER must be auto, in_process, postgres or redis, not {other:?}")
+            }
+        }
     }
 
     /// The secret that signs cookies. Production insists on `SECRET_KEY_BASE`; elsewhere a

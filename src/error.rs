@@ -22,6 +22,8 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("The form has expired or was not sent from this site. Reload the page and try again.")]
     InvalidAuthenticityToken,
+    #[error("This origin may not open a socket here.")]
+    ForbiddenOrigin,
     #[error("Please sign in first.")]
     SignInRequired { return_to: Option<String> },
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
@@ -61,6 +63,7 @@ impl ResponseError for AppError {
             }
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidAuthenticityToken => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
             Self::SignInRequired { .. } => StatusCode::SEE_OTHER,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,12 +2,15 @@
 //! and answer with Turbo Stream fragments; sockets carry the same fragments to everyone else.
 
 pub mod assets;
+pub mod cable;
 pub mod config;
 pub mod controllers;
 pub mod csrf;
 pub mod error;
 pub mod form_guard;
 pub mod models;
+pub mod origin;
+pub mod pubsub;
 pub mod session;
 pub mod signing;
 pub mod startup;

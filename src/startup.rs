@@ -11,8 +11,19 @@ use actix_web::{
 };
 use anyhow::Context as _;
 
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
 use crate::{
-    config::Settings, controllers, form_guard, session::Sessions, store::Store, views::Views,
+    cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
+    config::Settings,
+    controllers, form_guard,
+    origin::AllowedOrigins,
+    pubsub::{Envelope, PubSub, Topic},
+    session::Sessions,
+    store::Store,
+    views::Views,
 };
 
 /// Limits the controllers enforce.
@@ -22,11 +33,14 @@ pub struct Limits {
 }
 
 /// Everything a request handler may need, built once at start-up.
-#[derive(Debug)]
 pub struct AppState {
     pub store: Store,
     pub views: Views,
     pub limits: Limits,
+    pub pubsub: PubSub,
+    pub broadcaster: Broadcaster,
+    pub cable: Arc<CableContext>,
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// A built, bound, not yet running server.
@@ -34,6 +48,7 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
+    pubsub: PubSub,
 }
 
 impl Application {
@@ -41,12 +56,24 @@ impl Application {
         let secret = settings.secret_key_base()?;
         let store = Store::connect(&settings.database_url(), settings.database_pool_size).await?;
         let views = Views::new().context("cannot compile the templates")?;
+        let hub = HubHandle::start();
+        let (inbox, received) = mpsc::channel(1024);
+        let pubsub = PubSub::start(&settings.pubsub()?, inbox).await?;
+        tokio::spawn(route_inbox(received, hub.clone()));
         let state = web::Data::new(AppState {
             store: store.clone(),
             views,
             limits: Limits {
                 max_tasks_per_room: settings.max_tasks_per_room,
             },
+            pubsub: pubsub.clone(),
+            broadcaster: Broadcaster::new(pubsub.clone()),
+            cable: Arc::new(CableContext {
+                hub,
+                signer: StreamSigner::new(&secret),
+                config: CableConfig::default(),
+            }),
+            allowed_origins: AllowedOrigins::parse(&settings.allowed_origins),
         });
         let sessions = web::Data::new(Sessions::new(&secret, settings.secure_cookies));
         let body_limit = web::Data::new(form_guard::BodyLimit(settings.max_body_bytes));
@@ -80,6 +107,7 @@ impl Application {
             port,
             server,
             store,
+            pubsub,
         })
     }
 
@@ -91,7 +119,18 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM), then closes the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        self.pubsub.shutdown().await;
         self.store.close().await;
         result
+    }
+}
+
+/// Hands what the pub/sub adapter receives to the server it is for.
+async fn route_inbox(mut received: mpsc::Receiver<Envelope>, hub: HubHandle) {
+    while let Some(envelope) = received.recv().await {
+        match envelope.topic {
+            Topic::Cable => hub.deliver(envelope.stream, envelope.payload).await,
+            Topic::Presence => {}
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! renders through `views`, and answers with a Turbo Stream or, for browsers without
 //! JavaScript, a redirect or a full page.
 
+mod cable;
 mod health;
 mod rooms;
 mod sessions;
@@ -21,6 +22,7 @@ use crate::{assets, form_guard, session, views::turbo_stream};
 /// inside the session and form-guard middleware.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(health::up))
+        .route("/cable", web::get().to(cable::connect))
         .route("/assets/{file}", web::get().to(assets::show))
         .service(
             web::scope("")

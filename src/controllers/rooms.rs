@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, http::StatusCode, web};
 
 use super::{Format, html, see_other, stream};
 use crate::{
+    cable::room_stream,
     error::AppError,
     form_guard::FormParams,
     models::{RoomId, RoomName},
@@ -102,6 +103,7 @@ pub async fn render_room(
     let room = state.store.find_room(room_id).await?;
     let tasks = state.store.list_tasks(room_id).await?;
     let counts = state.store.room_counts(room_id).await?;
+    let signed_stream = state.cable.signer.sign(&room_stream(room_id));
     views::rooms::show(
         &state.views,
         page,
@@ -112,6 +114,7 @@ pub async fn render_room(
             new_task: &forms.new_task,
             rename: &forms.rename,
             focus: forms.focus.as_ref(),
+            signed_stream: &signed_stream,
         },
     )
 }
@@ -130,11 +133,10 @@ pub async fn update(
     match RoomName::parse(raw) {
         Ok(name) => {
             let room = state.store.rename_room(room_id, &name).await?;
+            let renamed = views::rooms::renamed(&state.views, &room)?;
+            state.broadcaster.room(room_id, &renamed).await;
             Ok(match format {
-                Format::TurboStream => stream(
-                    StatusCode::OK,
-                    views::rooms::renamed(&state.views, &room)?.into_string(),
-                ),
+                Format::TurboStream => stream(StatusCode::OK, renamed.into_string()),
                 Format::Html => see_other(&format!("/rooms/{}", room.id)),
             })
         }

@@ -68,6 +68,7 @@ pub async fn create(
         Err(other) => return Err(other.into()),
     };
     let broadcast = views::tasks::created(&state.views, &task, &counts)?;
+    state.broadcaster.room(room_id, &broadcast).await;
     Ok(match format {
         Format::TurboStream => {
             let room = state.store.find_room(room_id).await?;
@@ -164,7 +165,13 @@ pub async fn update(
             StatusCode::UNPROCESSABLE_ENTITY,
             Some(message),
         ),
-        (Ok(_), Ok(Updated::Changed(task, counts) | Updated::Unchanged(task, counts))) => {
+        (Ok(_), Ok(Updated::Changed(task, counts))) => {
+            let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
+            state.broadcaster.room(room_id, &broadcast).await;
+            return Ok(respond(format, room_id, broadcast.into_string()));
+        }
+        // A repeated toggle: the requester's page is brought up to date, nobody else's changes.
+        (Ok(_), Ok(Updated::Unchanged(task, counts))) => {
             let body = views::tasks::updated(&state.views, &task, &counts)?;
             return Ok(respond(format, room_id, body.into_string()));
         }
@@ -221,6 +228,7 @@ pub async fn destroy(
     let (room_id, task_id) = task_path(&path)?;
     let counts = state.store.delete_task(room_id, task_id).await?;
     let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
+    state.broadcaster.room(room_id, &broadcast).await;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 
@@ -234,6 +242,7 @@ pub async fn clear_completed(
     let room_id = room_id(&path)?;
     let (removed, counts) = state.store.clear_completed(room_id).await?;
     let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
+    state.broadcaster.room(room_id, &broadcast).await;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 

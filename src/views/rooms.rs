@@ -43,6 +43,8 @@ pub struct RoomPage<'a> {
     pub new_task: &'a FormState,
     pub rename: &'a FormState,
     pub focus: Option<&'a Focus>,
+    /// The room's stream name, signed, for the page's cable subscription.
+    pub signed_stream: &'a str,
 }
 
 pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<String, AppError> {
@@ -64,6 +66,7 @@ pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<
     context.insert("counts", &room_page.counts);
     context.insert("new_task", room_page.new_task);
     context.insert("rename", room_page.rename);
+    context.insert("signed_stream", room_page.signed_stream);
     views.page("rooms/show.html", page, context)
 }
 

@@ -1,6 +1,8 @@
 //! Spawns the real server on a random port, against a fresh database, and speaks HTTP to it.
 
-use reqwest::{Client, Response, StatusCode, header};
+use std::sync::Arc;
+
+use reqwest::{Client, Response, StatusCode, cookie::CookieStore as _, cookie::Jar, header};
 use tasksync::{
     config::{Environment, Settings},
     startup::Application,
@@ -106,8 +108,9 @@ pub fn test_settings(database_url: String) -> Settings {
 pub struct TestApp {
     pub address: String,
     pub client: Client,
+    pub jar: Arc<Jar>,
     pub backend: Backend,
-    _database: std::sync::Arc<TestDatabase>,
+    _database: Arc<TestDatabase>,
 }
 
 pub async fn spawn(backend: Backend) -> TestApp {
@@ -121,20 +124,28 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings))
     let app = Application::build(&settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    let (client, jar) = new_client_with_jar();
     TestApp {
         address,
-        client: new_client(),
+        client,
+        jar,
         backend,
-        _database: std::sync::Arc::new(database),
+        _database: Arc::new(database),
     }
 }
 
 pub fn new_client() -> Client {
-    Client::builder()
-        .cookie_store(true)
+    new_client_with_jar().0
+}
+
+fn new_client_with_jar() -> (Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let client = Client::builder()
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .expect("client")
+        .expect("client");
+    (client, jar)
 }
 
 pub const TURBO_ACCEPT: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
@@ -156,11 +167,25 @@ pub fn location(res: &Response) -> String {
 }
 
 impl TestApp {
+    /// A client for a server already running at `address` on `database`.
+    pub fn at(address: String, backend: Backend, database: Arc<TestDatabase>) -> TestApp {
+        let (client, jar) = new_client_with_jar();
+        TestApp {
+            address,
+            client,
+            jar,
+            backend,
+            _database: database,
+        }
+    }
+
     /// Another person on the same server, with a cookie jar of their own.
     pub fn new_visitor(&self) -> TestApp {
+        let (client, jar) = new_client_with_jar();
         TestApp {
             address: self.address.clone(),
-            client: new_client(),
+            client,
+            jar,
             backend: self.backend,
             _database: self._database.clone(),
         }
@@ -168,6 +193,14 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// The `Cookie` header this client would send, for WebSocket handshakes.
+    pub fn cookie_header(&self) -> Option<String> {
+        let url = self.address.parse().expect("address is a URL");
+        self.jar
+            .cookies(&url)
+            .map(|v| v.to_str().expect("ASCII cookie").to_owned())
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -4,8 +4,14 @@
 mod helpers;
 
 mod assets;
+mod cable;
+mod cable_client;
+mod cable_memory;
+mod cross_process;
 mod health;
 mod input;
+mod processes;
+mod pubsub;
 mod rooms;
 mod sessions;
 mod startup;

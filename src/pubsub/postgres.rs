@@ -1,0 +1,592 @@
+//! PostgreSQL LISTEN/NOTIFY adapter. Every process LISTENs on one channel, `tasksync_pubsub`,
+//! over a dedicated connection it drives itself (a pooled connection's driver would swallow the
+//! notifications), and publishes with `pg_notify` through a small pool. NOTIFY is scoped to the
+//! database, so processes meet exactly when they share the app's database. A NOTIFY payload is
+//! capped at 8000 bytes: an envelope whose encoding fits in 7900 bytes travels inline, as
+//! `Envelope::encode` text (`v1\t...`); a bigger one is stored in `tasksync_pubsub_payloads`
+//! and the notification carries only `ref\t<row id>`, which every listener reads back through
+//! the pool before handing the envelope on. Insert and notify are one statement, so the row is
+//! committed before anyone hears of it. Publishers delete rows older than five minutes, at most
+//! once a minute each, which keeps the table to a few minutes of large broadcasts. When the
+//! listening connection drops, the adapter reports `Degraded`, refuses publishes, reconnects
+//! with jittered exponential backoff and LISTENs again; notifications sent while it was away are
+//! lost, as LISTEN/NOTIFY keeps nothing for absent listeners.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket, tls::NoTlsStream};
+
+use super::{Envelope, Health, Inbox, PublishError};
+use crate::store::redact;
+
+/// The one channel every process listens on.
+const CHANNEL: &str = "tasksync_pubsub";
+
+/// How operators (and tests) find the listening connection in `pg_stat_activity`.
+const LISTENER_APPLICATION_NAME: &str = "tasksync-pubsub-listener";
+
+/// Used for the publishing pool unless the URL names the application itself.
+const PUBLISHER_APPLICATION_NAME: &str = "tasksync-pubsub";
+
+/// Largest encoded envelope sent inline; PostgreSQL rejects payloads of 8000 bytes or more, and
+/// the margin leaves room should the wire format grow a field.
+const INLINE_LIMIT: usize = 7900;
+
+/// Marks a notification that names a stored payload. Inline payloads start with the wire
+/// version (`v1\t`), so the two never collide.
+const REFERENCE_PREFIX: &str = "ref\t";
+
+const POOL_SIZE: usize = 4;
+
+/// Applied when the URL sets no `connect_timeout`, so an unreachable server fails start-up (and
+/// each reconnect attempt) promptly instead of hanging on the operating system's TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds a whole publish, so a server that stops answering cannot hold a broadcast forever.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The listener's connection is otherwise idle for long stretches; keepalives notice a peer
+/// that vanished without closing the connection (a crashed host, a dropped route) in about 30 s.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// How long a shutdown waits for the listener to close its connection politely.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const LISTEN: &str = "LISTEN tasksync_pubsub";
+const NOTIFY: &str = "SELECT pg_notify($1::text, $2::text)";
+const STORE_AND_NOTIFY: &str = "WITH stored AS (\
+         INSERT INTO tasksync_pubsub_payloads (payload) VALUES ($3::text) RETURNING id) \
+     SELECT pg_notify($1::text, $2::text || stored.id::text) FROM stored";
+const FETCH: &str = "SELECT payload FROM tasksync_pubsub_payloads WHERE id = $1";
+const TRIM: &str =
+    "DELETE FROM tasksync_pubsub_payloads WHERE created_at < now() - interval '5 minutes'";
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// How long to wait before reconnect attempt `attempt` (0-based): exponential from 100 ms, capped
+/// at 5 s, with "equal jitter" (half fixed, half random from `jitter` in [0, 1)) so processes
+/// that lost the server together do not return in lockstep, and no wait collapses to zero.
+pub(super) fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let ceiling = BACKOFF_START
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_CAP);
+    let jitter = if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
+    };
+    let half = ceiling / 2;
+    half + half.mul_f64(jitter)
+}
+
+/// What a notification's payload carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Notified<'a> {
+    /// The encoded envelope itself.
+    Inline(&'a str),
+    /// The id of the `tasksync_pubsub_payloads` row holding it.
+    Stored(i64),
+}
+
+fn classify(payload: &str) -> Notified<'_> {
+    payload
+        .strip_prefix(REFERENCE_PREFIX)
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|id| id.parse().ok())
+        .filter(|id: &i64| *id > 0)
+        .map_or(Notified::Inline(payload), Notified::Stored)
+}
+
+/// An error and its causes on one line: tokio-postgres keeps the useful part (the server's
+/// message, the I/O error) in the source chain.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[derive(Clone)]
+pub struct PostgresPubSub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    health: watch::Receiver<Health>,
+    /// Dropping it (with the last handle) stops the listener as surely as sending `true`.
+    stop: watch::Sender<bool>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    last_trim: Mutex<Option<Instant>>,
+}
+
+impl Inner {
+    fn trim_due(&self) -> bool {
+        let mut last = self
+            .last_trim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < TRIM_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+impl PostgresPubSub {
+    pub async fn start(url: &str, inbox: Inbox) -> anyhow::Result<Self> {
+        let mut config: Config = url
+            .parse()
+            .with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+
+        let mut listener_config = config.clone();
+        listener_config
+            .application_name(LISTENER_APPLICATION_NAME)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+        let listener = Listener::connect(&listener_config).await.with_context(|| {
+            format!(
+                "cannot listen for PostgreSQL notifications at {}",
+                redact(url)
+            )
+        })?;
+
+        if config.get_application_name().is_none() {
+            config.application_name(PUBLISHER_APPLICATION_NAME);
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(PUBLISH_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .context("cannot build the PostgreSQL pub/sub pool")?;
+        // One connection now, so bad credentials or limits fail start-up rather than the first
+        // broadcast.
+        drop(pool.get().await.with_context(|| {
+            format!(
+                "cannot open a PostgreSQL pub/sub connection at {}",
+                redact(url)
+            )
+        })?);
+
+        let (health_tx, health_rx) = watch::channel(Health::Healthy);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_listener(
+            listener,
+            listener_config,
+            pool.clone(),
+            inbox,
+            health_tx,
+            stop_rx,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                health: health_rx,
+                stop: stop_tx,
+                listener: Mutex::new(Some(task)),
+                last_trim: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub async fn publish(&self, envelope: Envelope) -> Result<(), PublishError> {
+        if self.inner.pool.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        // A publish while our own listener is away would reach every process but this one.
+        if let Health::Degraded(reason) = self.health() {
+            return Err(PublishError::Unavailable(reason));
+        }
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.send(envelope.encode()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PublishError::Unavailable(
+                    "PostgreSQL did not answer the publish in time".into(),
+                ))
+            })
+    }
+
+    async fn send(&self, text: String) -> Result<(), PublishError> {
+        let client = self.inner.pool.get().await.map_err(|err| match err {
+            PoolError::Closed => PublishError::Closed,
+            err => PublishError::Unavailable(describe(&err)),
+        })?;
+        let unavailable = |err: tokio_postgres::Error| PublishError::Unavailable(describe(&err));
+        if text.len() <= INLINE_LIMIT {
+            let statement = client.prepare_cached(NOTIFY).await.map_err(unavailable)?;
+            client
+                .execute(&statement, &[&CHANNEL, &text])
+                .await
+                .map_err(unavailable)?;
+            return Ok(());
+        }
+        let statement = client
+            .prepare_cached(STORE_AND_NOTIFY)
+            .await
+            .map_err(unavailable)?;
+        client
+            .execute(&statement, &[&CHANNEL, &REFERENCE_PREFIX, &text])
+            .await
+            .map_err(unavailable)?;
+        // Only large publishes add rows, so only they need to clear old ones out.
+        if self.inner.trim_due()
+            && let Err(err) = client.execute(TRIM, &[]).await
+        {
+            tracing::warn!(error = %describe(&err), "cannot trim old pub/sub payloads");
+        }
+        Ok(())
+    }
+
+    pub fn health(&self) -> Health {
+        // The listener task owns the sender; if it is gone, nothing is listening any more.
+        if self.inner.health.has_changed().is_err() {
+            return match &*self.inner.health.borrow() {
+                Health::Healthy => Health::Degraded("the listener has stopped".into()),
+                degraded => degraded.clone(),
+            };
+        }
+        self.inner.health.borrow().clone()
+    }
+
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let task = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+        self.inner.pool.close();
+    }
+}
+
+/// Why a listening session ended.
+enum Ended {
+    /// Asked to stop, or nobody reads the inbox any more.
+    Stopped(&'static str),
+    /// The connection failed; worth reconnecting.
+    Lost(String),
+}
+
+/// Keeps a listening connection alive across failures until told to stop.
+async fn run_listener(
+    mut listener: Listener,
+    config: Config,
+    pool: Pool,
+    inbox: Inbox,
+    health: watch::Sender<Health>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let why_stopped = loop {
+        let reason = match listener.run(&pool, &inbox, &mut stop).await {
+            Ended::Stopped(why) => break why,
+            Ended::Lost(reason) => reason,
+        };
+        tracing::warn!(%reason, "PostgreSQL pub/sub listener lost its connection; reconnecting");
+        health.send_replace(Health::Degraded(format!(
+            "PostgreSQL listener disconnected ({reason}); reconnecting"
+        )));
+        match reconnect(&config, &health, &mut stop).await {
+            Some(fresh) => listener = fresh,
+            None => break "shut down",
+        }
+        health.send_replace(Health::Healthy);
+        tracing::info!("PostgreSQL pub/sub listener reconnected");
+    };
+    health.send_replace(Health::Degraded(format!(
+        "PostgreSQL listener {why_stopped}"
+    )));
+}
+
+/// A new listening connection, after backing off; `None` when told to stop first.
+async fn reconnect(
+    config: &Config,
+    health: &watch::Sender<Health>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Listener> {
+    let mut attempt = 0;
+    loop {
+        until_stopped(stop, tokio::time::sleep(backoff(attempt, rand::random()))).await?;
+        match until_stopped(stop, Listener::connect(config)).await? {
+            Ok(listener) => return Some(listener),
+            Err(err) => {
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %format!("{err:#}"), attempt, "PostgreSQL pub/sub listener cannot reconnect yet");
+                health.send_replace(Health::Degraded(format!(
+                    "PostgreSQL listener reconnecting (attempt {attempt} failed: {err:#})"
+                )));
+            }
+        }
+    }
+}
+
+/// `fut`'s output, or `None` as soon as a stop is asked for (or every handle is dropped).
+pub(super) async fn until_stopped<F: Future>(
+    stop: &mut watch::Receiver<bool>,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|stopped| *stopped) => None,
+        out = fut => Some(out),
+    }
+}
+
+/// A connection that has LISTENed, with the notifications that arrived while it did.
+struct Listener {
+    client: Client,
+    connection: Connection<Socket, NoTlsStream>,
+    early: Vec<String>,
+}
+
+impl Listener {
+    async fn connect(config: &Config) -> anyhow::Result<Self> {
+        // connect_timeout bounds each TCP connect; this bounds authentication and LISTEN too.
+        let deadline = CONNECT_TIMEOUT.saturating_mul(2);
+        tokio::time::timeout(deadline, Self::connect_and_listen(config))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {deadline:?}")))
+    }
+
+    async fn connect_and_listen(config: &Config) -> anyhow::Result<Self> {
+        let (client, mut connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|err| anyhow::anyhow!(describe(&err)))?;
+        let mut early = Vec::new();
+        {
+            // Nobody else drives this connection, so it must be polled for LISTEN to complete.
+            let listen = client.batch_execute(LISTEN);
+            tokio::pin!(listen);
+            loop {
+                tokio::select! {
+                    done = &mut listen => {
+                        done.map_err(|err| anyhow::anyhow!(describe(&err)))?;
+                        break;
+                    }
+                    message = next_message(&mut connection) => match message {
+                        // The server can send a notification right behind LISTEN's reply, in
+                        // the same read, before the reply reaches `listen`.
+                        Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                            early.push(n.payload().to_owned());
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(err)) => anyhow::bail!(describe(&err)),
+                        None => anyhow::bail!("the server closed the connection"),
+                    },
+                }
+            }
+        }
+        Ok(Self {
+            client,
+            connection,
+            early,
+        })
+    }
+
+    /// Hands notifications to `inbox` until the connection fails or a stop is asked for.
+    async fn run(mut self, pool: &Pool, inbox: &Inbox, stop: &mut watch::Receiver<bool>) -> Ended {
+        for payload in std::mem::take(&mut self.early) {
+            match until_stopped(stop, deliver(&payload, pool, inbox)).await {
+                None => return self.close("shut down").await,
+                Some(Err(InboxClosed)) => return self.close("stopped: the inbox is closed").await,
+                Some(Ok(())) => {}
+            }
+        }
+        loop {
+            let Some(message) = until_stopped(stop, next_message(&mut self.connection)).await
+            else {
+                return self.close("shut down").await;
+            };
+            match message {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                    match until_stopped(stop, deliver(n.payload(), pool, inbox)).await {
+                        None => return self.close("shut down").await,
+                        Some(Err(InboxClosed)) => {
+                            return self.close("stopped: the inbox is closed").await;
+                        }
+                        Some(Ok(())) => {}
+                    }
+                }
+                Some(Ok(AsyncMessage::Notice(notice))) => {
+                    tracing::debug!(%notice, "PostgreSQL notice on the pub/sub listener");
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Ended::Lost(describe(&err)),
+                None => return Ended::Lost("the server closed the connection".into()),
+            }
+        }
+    }
+
+    /// Ends the session with a Terminate message rather than a dropped socket, so the server
+    /// does not log an unexpected EOF.
+    async fn close(self, why: &'static str) -> Ended {
+        let Self {
+            client,
+            mut connection,
+            ..
+        } = self;
+        // Without a client the connection says goodbye and finishes.
+        drop(client);
+        let drained = async { while let Some(Ok(_)) = next_message(&mut connection).await {} };
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+        Ended::Stopped(why)
+    }
+}
+
+/// The next message from a connection we drive ourselves; cancel-safe, since `poll_message`
+/// only hands over a message when it returns it.
+async fn next_message(
+    connection: &mut Connection<Socket, NoTlsStream>,
+) -> Option<Result<AsyncMessage, tokio_postgres::Error>> {
+    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+}
+
+struct InboxClosed;
+
+/// Decodes one notification (reading a stored payload back if it is a reference) and hands it
+/// to the inbox. Anything that cannot become an envelope is logged and dropped: one bad message
+/// must not stop the others.
+async fn deliver(payload: &str, pool: &Pool, inbox: &Inbox) -> Result<(), InboxClosed> {
+    let envelope = match classify(payload) {
+        Notified::Inline(text) => Envelope::decode(text),
+        Notified::Stored(id) => match fetch_stored(pool, id).await {
+            Ok(Some(text)) => Envelope::decode(&text),
+            Ok(None) => {
+                tracing::warn!(id, "stored pub/sub payload is gone; dropping it");
+                return Ok(());
+            }
+            Err(err) => {
+                tracing::warn!(id, error = %err, "cannot read a stored pub/sub payload; dropping it");
+                return Ok(());
+            }
+        },
+    };
+    let Some(envelope) = envelope else {
+        let start: String = payload.chars().take(40).collect();
+        tracing::warn!(payload = %start, "dropping a notification that is not an envelope");
+        return Ok(());
+    };
+    inbox.send(envelope).await.map_err(|_| InboxClosed)
+}
+
+async fn fetch_stored(pool: &Pool, id: i64) -> Result<Option<String>, String> {
+    let client = pool.get().await.map_err(|err| describe(&err))?;
+    let statement = client
+        .prepare_cached(FETCH)
+        .await
+        .map_err(|err| describe(&err))?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .await
+        .map_err(|err| describe(&err))?;
+    row.map(|row| row.try_get(0))
+        .transpose()
+        .map_err(|err| describe(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_about_100ms_and_stops_at_5s() {
+        assert_eq!(backoff(0, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(0, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(3, 0.0), Duration::from_millis(400));
+        assert_eq!(backoff(6, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX, 0.0), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_its_band() {
+        for attempt in 0..10 {
+            let low = backoff(attempt, 0.0);
+            let high = backoff(attempt, 1.0);
+            let mid = backoff(attempt, 0.5);
+            assert!(low < mid && mid < high, "attempt {attempt}");
+            assert_eq!(backoff(attempt, -3.0), low);
+            assert_eq!(backoff(attempt, 7.0), high);
+            assert_eq!(backoff(attempt, f64::NAN), low);
+        }
+    }
+
+    #[test]
+    fn references_name_a_positive_row_id() {
+        assert_eq!(classify("ref\t42"), Notified::Stored(42));
+        assert_eq!(
+            classify(&format!("{REFERENCE_PREFIX}{}", i64::MAX)),
+            Notified::Stored(i64::MAX)
+        );
+        for text in [
+            "ref\t",
+            "ref\t0",
+            "ref\t-4",
+            "ref\t+4",
+            "ref\t4 ",
+            "ref\t4\t5",
+            "ref 4",
+            "ref\t99999999999999999999",
+        ] {
+            assert_eq!(classify(text), Notified::Inline(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn inline_envelopes_are_never_mistaken_for_references() {
+        let envelope = Envelope::new(super::super::Topic::Cable, "ref", "ref\t1");
+        let text = envelope.encode();
+        assert_eq!(classify(&text), Notified::Inline(text.as_str()));
+        assert_eq!(Envelope::decode("ref\t1"), None);
+    }
+
+    #[test]
+    fn error_descriptions_include_their_causes() {
+        let io = std::io::Error::other("connection refused");
+        let outer = anyhow::Error::new(io).context("cannot connect");
+        let described = describe(outer.as_ref());
+        assert_eq!(described, "cannot connect: connection refused");
+    }
+}
