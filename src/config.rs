@@ -56,6 +56,7 @@ const KEYS: &[&str] = &[
     "host",
     "port",
     "workers",
+    "shutdown_timeout_secs",
     "database_url",
     "database_pool_size",
     "secret_key_base",
@@ -79,6 +80,8 @@ pub struct Settings {
     pub port: u16,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// How long a graceful shutdown may take before connections are dropped.
+    pub shutdown_timeout_secs: u64,
     pub database_url: Option<String>,
     pub database_pool_size: u32,
     pub secret_key_base: Option<String>,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod form_guard;
 pub mod models;
 pub mod origin;
+pub mod presence;
 pub mod pubsub;
 pub mod session;
 pub mod signing;

@@ -13,13 +13,14 @@ use anyhow::Context as _;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
     config::Settings,
     controllers, form_guard,
     origin::AllowedOrigins,
+    presence::{PresenceConfig, PresenceHandle},
     pubsub::{Envelope, PubSub, Topic},
     session::Sessions,
     store::Store,
@@ -41,6 +42,9 @@ pub struct AppState {
     pub broadcaster: Broadcaster,
     pub cable: Arc<CableContext>,
     pub allowed_origins: AllowedOrigins,
+    pub presence: PresenceHandle,
+    /// Turns true when the process starts shutting down; every socket task watches it.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// A built, bound, not yet running server.
@@ -49,6 +53,9 @@ pub struct Application {
     server: Server,
     store: Store,
     pubsub: PubSub,
+    presence: PresenceHandle,
+    shutdown: watch::Sender<bool>,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -59,7 +66,9 @@ impl Application {
         let hub = HubHandle::start();
         let (inbox, received) = mpsc::channel(1024);
         let pubsub = PubSub::start(&settings.pubsub()?, inbox).await?;
-        tokio::spawn(route_inbox(received, hub.clone()));
+        let presence = PresenceHandle::start(pubsub.clone(), PresenceConfig::default());
+        let (shutdown, shutting_down) = watch::channel(false);
+        tokio::spawn(route_inbox(received, hub.clone(), presence.clone()));
         let state = web::Data::new(AppState {
             store: store.clone(),
             views,
@@ -74,6 +83,8 @@ impl Application {
                 config: CableConfig::default(),
             }),
             allowed_origins: AllowedOrigins::parse(&settings.allowed_origins),
+            presence: presence.clone(),
+            shutdown: shutting_down,
         });
         let sessions = web::Data::new(Sessions::new(&secret, settings.secure_cookies));
         let body_limit = web::Data::new(form_guard::BodyLimit(settings.max_body_bytes));
@@ -101,6 +112,10 @@ impl Application {
                 .configure(controllers::routes)
         })
         .workers(workers)
+        // Signals are ours (see `run_until`): sockets must be told to go before the server
+        // waits for connections to finish.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout_secs)
         .listen(listener)?
         .run();
         Ok(Self {
@@ -108,6 +123,9 @@ impl Application {
             server,
             store,
             pubsub,
+            presence,
+            shutdown,
+            shutdown_timeout: std::time::Duration::from_secs(settings.shutdown_timeout_secs),
         })
     }
 
@@ -116,21 +134,71 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM), then closes the database.
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        self.run_until(termination()).await
+    }
+
+    /// Serves until `stop` completes, then shuts down gracefully: other processes are told this
+    /// one's people are leaving, sockets are told to reconnect elsewhere and closed, the server
+    /// stops accepting and finishes in-flight requests (for at most the shutdown timeout), and
+    /// the adapter and database connections close.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            result = &mut server => return result,
+            () = stop => {}
+        }
+        tracing::info!("shutting down");
+        self.presence.stop().await;
+        let _ = self.shutdown.send(true);
+        // The server future must keep running for the stop to be carried out.
+        let graceful = async { tokio::join!(handle.stop(true), &mut server).1 };
+        let result = match tokio::time::timeout(self.shutdown_timeout, graceful).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("shutdown timeout reached; dropping the remaining connections");
+                tokio::join!(handle.stop(false), server).1
+            }
+        };
         self.pubsub.shutdown().await;
         self.store.close().await;
         result
     }
 }
 
+/// Completes on SIGTERM or SIGINT.
+async fn termination() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
 /// Hands what the pub/sub adapter receives to the server it is for.
-async fn route_inbox(mut received: mpsc::Receiver<Envelope>, hub: HubHandle) {
+async fn route_inbox(
+    mut received: mpsc::Receiver<Envelope>,
+    hub: HubHandle,
+    presence: PresenceHandle,
+) {
     while let Some(envelope) = received.recv().await {
         match envelope.topic {
             Topic::Cable => hub.deliver(envelope.stream, envelope.payload).await,
-            Topic::Presence => {}
+            Topic::Presence => presence.remote(&envelope.payload).await,
         }
     }
 }

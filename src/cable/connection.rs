@@ -9,7 +9,10 @@ use std::{
 };
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 use super::{
     CableConfig, ConnectionId, HubHandle, StreamSigner,
@@ -32,6 +35,8 @@ enum End {
     FellBehind,
     /// The client broke the WebSocket protocol (an oversized frame, say).
     Protocol(ProtocolError),
+    /// This process is shutting down.
+    ServerRestart,
 }
 
 /// Serves one socket until it closes. `user` is who the session cookie says; without one the
@@ -41,6 +46,7 @@ pub async fn serve(
     messages: MessageStream,
     user: Option<User>,
     ctx: Arc<CableContext>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(user) = user else {
         let _ = session
@@ -98,6 +104,7 @@ pub async fn serve(
                     }
                     None => break End::FellBehind,
                 },
+                _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 _ = ping.tick() => {
                     if session.text(protocol::ping(unix_seconds())).await.is_err() {
                         break End::Closed;
@@ -111,6 +118,12 @@ pub async fn serve(
     match end {
         End::Closed => {
             let _ = session.close(None).await;
+        }
+        End::ServerRestart => {
+            let _ = session
+                .text(protocol::disconnect(DisconnectReason::ServerRestart))
+                .await;
+            let _ = session.close(Some(CloseCode::Restart.into())).await;
         }
         End::FellBehind => {
             let _ = session

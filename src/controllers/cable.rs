@@ -27,6 +27,7 @@ pub async fn connect(
         messages,
         user,
         state.cable.clone(),
+        state.shutdown.clone(),
     ));
     Ok(response)
 }

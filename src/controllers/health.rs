@@ -13,6 +13,7 @@ pub async fn up(state: web::Data<AppState>) -> HttpResponse {
     }
     let pubsub = state.pubsub.health();
     let cable = state.cable.hub.stats().await;
+    let presence = state.presence.stats().await;
     let status = match (&database, &pubsub) {
         (Err(_), _) => "down",
         (Ok(()), Health::Degraded(_)) => "degraded",
@@ -30,6 +31,10 @@ pub async fn up(state: web::Data<AppState>) -> HttpResponse {
             "connections": cable.connections,
             "subscriptions": cable.subscriptions,
             "slow_disconnects": cable.slow_disconnects,
+        },
+        "presence": {
+            "connections": presence.connections,
+            "rooms": presence.rooms,
         },
     });
     let mut res = if database.is_ok() {

@@ -4,6 +4,7 @@
 
 mod cable;
 mod health;
+mod presence;
 mod rooms;
 mod sessions;
 mod tasks;
@@ -23,6 +24,10 @@ use crate::{assets, form_guard, session, views::turbo_stream};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(health::up))
         .route("/cable", web::get().to(cable::connect))
+        .route(
+            "/rooms/{room_id}/presence",
+            web::get().to(presence::connect),
+        )
         .route("/assets/{file}", web::get().to(assets::show))
         .service(
             web::scope("")

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite;
 
 use crate::{
-    cable_client::{Cable, handshake, identifier, signed_stream_in},
+    cable_client::{ACTIONCABLE_PROTOCOLS, Cable, handshake, identifier, signed_stream_in},
     helpers::{Backend, TestApp, spawn},
 };
 
@@ -71,7 +71,7 @@ async fn a_foreign_or_missing_origin_is_refused_before_the_upgrade() {
     let app = spawn(Backend::Sqlite).await;
     app.sign_in("Ada").await;
     for origin in [Some("http://evil.example"), None] {
-        match handshake(&app, "/cable", origin).await {
+        match handshake(&app, "/cable", origin, Some(ACTIONCABLE_PROTOCOLS)).await {
             Err(tungstenite::Error::Http(response)) => {
                 assert_eq!(
                     response.status(),

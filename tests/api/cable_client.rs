@@ -23,19 +23,26 @@ pub struct Cable {
     pub protocol: Option<String>,
 }
 
-/// A WebSocket handshake to `path` with this client's cookies and the given Origin.
+/// The subprotocols `@rails/actioncable` offers.
+pub const ACTIONCABLE_PROTOCOLS: &str = "actioncable-v1-json, actioncable-unsupported";
+
+/// A WebSocket handshake to `path` with this client's cookies, the given Origin and, if any,
+/// the subprotocols to offer.
 pub async fn handshake(
     app: &TestApp,
     path: &str,
     origin: Option<&str>,
+    protocols: Option<&'static str>,
 ) -> Result<(Socket, tungstenite::handshake::client::Response), tungstenite::Error> {
     let url = format!("{}{}", app.address.replacen("http", "ws", 1), path);
     let mut request = url.into_client_request()?;
     let headers = request.headers_mut();
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("actioncable-v1-json, actioncable-unsupported"),
-    );
+    if let Some(protocols) = protocols {
+        headers.insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocols),
+        );
+    }
     if let Some(origin) = origin {
         headers.insert("Origin", HeaderValue::from_str(origin).unwrap());
     }
@@ -48,9 +55,14 @@ pub async fn handshake(
 impl Cable {
     /// Connects to `/cable` as a browser on the app's own page would.
     pub async fn connect(app: &TestApp) -> Cable {
-        let (ws, response) = handshake(app, "/cable", Some(&app.address))
-            .await
-            .expect("cable handshake");
+        let (ws, response) = handshake(
+            app,
+            "/cable",
+            Some(&app.address),
+            Some(ACTIONCABLE_PROTOCOLS),
+        )
+        .await
+        .expect("cable handshake");
         let protocol = response
             .headers()
             .get("Sec-WebSocket-Protocol")

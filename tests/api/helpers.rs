@@ -123,7 +123,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings))
     configure(&mut settings);
     let app = Application::build(&settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    tokio::spawn(app.run_until(std::future::pending()));
     let (client, jar) = new_client_with_jar();
     TestApp {
         address,

@@ -10,6 +10,7 @@ mod cable_memory;
 mod cross_process;
 mod health;
 mod input;
+mod presence;
 mod processes;
 mod pubsub;
 mod rooms;

@@ -1,0 +1,31 @@
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::rooms::room_id;
+use crate::{error::AppError, presence::connection, session::Sessions, startup::AppState};
+
+/// `GET /rooms/{room_id}/presence`: the presence WebSocket. A foreign Origin (403) or an
+/// unknown room (404) is refused before the upgrade.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    sessions: web::Data<Sessions>,
+) -> Result<HttpResponse, AppError> {
+    if !state.allowed_origins.allows(&req) {
+        return Err(AppError::ForbiddenOrigin);
+    }
+    let room = state.store.find_room(room_id(&path)?).await?;
+    let user = sessions.user(&req);
+    let (response, session, messages) = actix_ws::handle(&req, body)
+        .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
+    actix_web::rt::spawn(connection::serve(
+        session,
+        messages,
+        user,
+        room.id,
+        state.presence.clone(),
+        state.shutdown.clone(),
+    ));
+    Ok(response)
+}

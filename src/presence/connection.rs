@@ -1,0 +1,113 @@
+//! One presence socket: sends `presence_state` first, then whatever the presence server queues
+//! (diffs, typing), relays the client's typing frames, answers bad frames with an error frame,
+//! and always leaves the room when it ends.
+
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use tokio::sync::{mpsc, watch};
+
+use super::{PresenceHandle, protocol, protocol::ClientFrame, state::Person};
+use crate::models::{RoomId, User};
+
+enum End {
+    Closed,
+    FellBehind,
+    Protocol(ProtocolError),
+    ServerRestart,
+}
+
+/// Serves one presence socket in `room` until it closes. Without a signed-in `user` the client
+/// gets an `unauthorized` error and a policy close (1008), which its reconnect logic honours.
+pub async fn serve(
+    mut session: Session,
+    messages: MessageStream,
+    user: Option<User>,
+    room: RoomId,
+    presence: PresenceHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(user) = user else {
+        let _ = session.text(protocol::error("unauthorized")).await;
+        let _ = session.close(Some(CloseCode::Policy.into())).await;
+        return;
+    };
+    let limit = presence.config.max_frame_bytes;
+    let mut messages = messages
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    let (outbound, mut queued) = mpsc::channel(presence.config.outbound_queue);
+    let person = Person {
+        id: user.id,
+        name: user.name.as_str().to_owned(),
+    };
+    let Some((conn, state)) = presence.open(room, person, outbound).await else {
+        let _ = session.close(Some(CloseCode::Restart.into())).await;
+        return;
+    };
+    let end = if session.text(state).await.is_err() {
+        End::Closed
+    } else {
+        loop {
+            tokio::select! {
+                frame = messages.recv() => match frame {
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        let reply = match ClientFrame::parse(&text) {
+                            Ok(ClientFrame::Typing(typing)) => {
+                                presence.typing(conn, typing).await;
+                                None
+                            }
+                            Err(err) => Some(protocol::error(&err.to_string())),
+                        };
+                        if let Some(reply) = reply
+                            && session.text(reply).await.is_err()
+                        {
+                            break End::Closed;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        if session.text(protocol::error("frames must be JSON text")).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) | None => break End::Closed,
+                    Some(Err(err)) => break End::Protocol(err),
+                },
+                _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
+                frame = queued.recv() => match frame {
+                    Some(frame) => {
+                        if session.text(frame).await.is_err() {
+                            break End::Closed;
+                        }
+                    }
+                    None => break End::FellBehind,
+                },
+            }
+        }
+    };
+    presence.close(conn).await;
+    let reason = match end {
+        End::Closed => None,
+        End::ServerRestart => Some(CloseReason {
+            code: CloseCode::Restart,
+            description: Some("server restart".into()),
+        }),
+        End::FellBehind => Some(CloseReason {
+            code: CloseCode::Again,
+            description: Some("fell behind".into()),
+        }),
+        End::Protocol(err) => Some(CloseReason {
+            code: match err {
+                ProtocolError::Overflow => CloseCode::Size,
+                _ => CloseCode::Protocol,
+            },
+            description: Some(err.to_string()),
+        }),
+    };
+    let _ = session.close(reason).await;
+}

@@ -1,0 +1,168 @@
+//! The presence socket's JSON frames, and the events nodes exchange through the pub/sub adapter.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::state::{NodeId, Person};
+use crate::models::{RoomId, UserId};
+
+/// A frame from a browser.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientFrame {
+    Typing(bool),
+}
+
+/// Why a client frame was refused; sent back as `{"type":"error","reason":...}`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frames must be JSON objects with a type")]
+    Malformed,
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    #[error("typing frames need \"typing\": true or false")]
+    BadTyping,
+}
+
+#[derive(Deserialize)]
+struct RawFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    typing: Option<serde_json::Value>,
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<Self, FrameError> {
+        let raw: RawFrame = serde_json::from_str(text).map_err(|_| FrameError::Malformed)?;
+        match raw.kind.as_str() {
+            "typing" => match raw.typing {
+                Some(serde_json::Value::Bool(typing)) => Ok(ClientFrame::Typing(typing)),
+                _ => Err(FrameError::BadTyping),
+            },
+            _ => Err(FrameError::UnknownType(raw.kind)),
+        }
+    }
+}
+
+pub fn presence_state(people: &[Person]) -> String {
+    json!({"type": "presence_state", "users": people}).to_string()
+}
+
+pub fn presence_diff(joins: &[Person], leaves: &[Person]) -> String {
+    json!({"type": "presence_diff", "joins": joins, "leaves": leaves}).to_string()
+}
+
+pub fn typing(person: &Person, typing: bool) -> String {
+    json!({"type": "typing", "user": person, "typing": typing}).to_string()
+}
+
+pub fn error(reason: &str) -> String {
+    json!({"type": "error", "reason": reason}).to_string()
+}
+
+/// What one node tells the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// Someone's first tab in a room opened on `node`.
+    Join {
+        node: NodeId,
+        room: RoomId,
+        person: Person,
+    },
+    /// Someone's last tab in a room on `node` closed.
+    Leave {
+        node: NodeId,
+        room: RoomId,
+        user: UserId,
+    },
+    Typing {
+        node: NodeId,
+        room: RoomId,
+        person: Person,
+        typing: bool,
+    },
+    /// Everyone `node` has, room by room; sent every few seconds and on request. A list of
+    /// pairs rather than a map: JSON object keys are strings, and serde's internally tagged
+    /// enums cannot read integers back out of them.
+    Heartbeat {
+        node: NodeId,
+        rooms: Vec<(RoomId, Vec<Person>)>,
+    },
+    /// `node` is stopping: forget its people now.
+    Bye { node: NodeId },
+    /// `node` just started: please send your heartbeats now.
+    Sync { node: NodeId },
+}
+
+impl Event {
+    pub fn node(&self) -> NodeId {
+        match self {
+            Event::Join { node, .. }
+            | Event::Leave { node, .. }
+            | Event::Typing { node, .. }
+            | Event::Heartbeat { node, .. }
+            | Event::Bye { node }
+            | Event::Sync { node } => *node,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_frames_parse_and_everything_else_is_a_clear_error() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"typing","typing":true}"#),
+            Ok(ClientFrame::Typing(true))
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"typing","typing":false,"extra":1}"#),
+            Ok(ClientFrame::Typing(false))
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"typing","typing":"yes"}"#),
+            Err(FrameError::BadTyping)
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"typing"}"#),
+            Err(FrameError::BadTyping)
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"type":"dance"}"#),
+            Err(FrameError::UnknownType("dance".into()))
+        );
+        for bad in ["", "[]", "null", "{", r#"{"typing":true}"#, r#"{"type":5}"#] {
+            assert_eq!(ClientFrame::parse(bad), Err(FrameError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let person = Person {
+            id: UserId(3),
+            name: "Ada \"<b>\"".into(),
+        };
+        let events = [
+            Event::Join {
+                node: NodeId(1),
+                room: RoomId(7),
+                person: person.clone(),
+            },
+            Event::Heartbeat {
+                node: NodeId(1),
+                rooms: vec![(RoomId(7), vec![person])],
+            },
+            Event::Bye { node: NodeId(2) },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Event>(&json).unwrap(),
+                event,
+                "{json}"
+            );
+        }
+    }
+}

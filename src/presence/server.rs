@@ -1,0 +1,439 @@
+//! The presence server of one process: a task that owns this node's sockets and its
+//! [`Presence`] view, reached through a cloneable [`PresenceHandle`]. It tells other nodes about
+//! joins, leaves and typing through the pub/sub adapter, sends a heartbeat snapshot every few
+//! seconds, drops nodes that go quiet, and flushes batched diffs to its sockets on a short tick.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    protocol::{self, Event},
+    state::{NodeId, Person, Presence},
+};
+use crate::{
+    cable::ConnectionId,
+    models::{RoomId, UserId},
+    pubsub::{Envelope, PubSub, Topic},
+};
+
+/// The stream every presence event travels on.
+const STREAM: &str = "presence";
+
+/// Timings and limits of presence.
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// How long changes gather before a batched diff goes out.
+    pub flush_interval: Duration,
+    /// How often this node sends its snapshot to the others.
+    pub heartbeat_interval: Duration,
+    /// A node not heard from for this long is dropped with its people.
+    pub node_timeout: Duration,
+    /// A typing indicator with no "stop" clears itself after this long.
+    pub typing_ttl: Duration,
+    /// Typing events a person may send in a burst, and how many per second after that.
+    pub typing_burst: f64,
+    pub typing_per_second: f64,
+    /// Frames waiting for one slow socket before it is closed.
+    pub outbound_queue: usize,
+    /// Largest frame a client may send.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(6),
+            typing_ttl: Duration::from_secs(5),
+            typing_burst: 5.0,
+            typing_per_second: 2.0,
+            outbound_queue: 64,
+            max_frame_bytes: 4096,
+        }
+    }
+}
+
+enum Command {
+    Open {
+        room: RoomId,
+        person: Person,
+        outbound: mpsc::Sender<ByteString>,
+        reply: oneshot::Sender<(ConnectionId, String)>,
+    },
+    Close {
+        conn: ConnectionId,
+    },
+    Typing {
+        conn: ConnectionId,
+        typing: bool,
+    },
+    Remote(Box<Event>),
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+    Stats {
+        reply: oneshot::Sender<PresenceStats>,
+    },
+}
+
+/// A snapshot for health checks, metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceStats {
+    pub connections: usize,
+    pub rooms: usize,
+}
+
+/// The way into the presence task.
+#[derive(Clone)]
+pub struct PresenceHandle {
+    tx: mpsc::Sender<Command>,
+    pub config: Arc<PresenceConfig>,
+}
+
+impl PresenceHandle {
+    /// Starts the presence task for this node, publishing through `pubsub`.
+    pub fn start(pubsub: PubSub, config: PresenceConfig) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let (outgoing, to_publish) = mpsc::channel(1024);
+        let node = NodeId::random();
+        tokio::spawn(publish_events(pubsub, to_publish));
+        let config = Arc::new(config);
+        let server = Server {
+            node,
+            config: config.clone(),
+            presence: Presence::default(),
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            buckets: HashMap::new(),
+            outgoing,
+            next_id: AtomicU64::new(1),
+            stopped: false,
+        };
+        tokio::spawn(server.run(rx));
+        Self { tx, config }
+    }
+
+    /// Registers a socket in `room`; returns its id and the `presence_state` frame to send first.
+    pub async fn open(
+        &self,
+        room: RoomId,
+        person: Person,
+        outbound: mpsc::Sender<ByteString>,
+    ) -> Option<(ConnectionId, String)> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Open {
+            room,
+            person,
+            outbound,
+            reply,
+        };
+        self.tx.send(command).await.ok()?;
+        answer.await.ok()
+    }
+
+    pub async fn close(&self, conn: ConnectionId) {
+        let _ = self.tx.send(Command::Close { conn }).await;
+    }
+
+    pub async fn typing(&self, conn: ConnectionId, typing: bool) {
+        let _ = self.tx.send(Command::Typing { conn, typing }).await;
+    }
+
+    /// An event from another node, as the pub/sub adapter received it.
+    pub async fn remote(&self, payload: &str) {
+        match serde_json::from_str::<Event>(payload) {
+            Ok(event) => {
+                let _ = self.tx.send(Command::Remote(Box::new(event))).await;
+            }
+            Err(err) => tracing::warn!(error = %err, "dropping an unreadable presence event"),
+        }
+    }
+
+    /// Tells the other nodes this one is leaving, so its people leave everyone's lists at once.
+    pub async fn stop(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command::Stop { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    pub async fn stats(&self) -> PresenceStats {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command::Stats { reply }).await.is_err() {
+            return PresenceStats::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}
+
+/// Publishes events in order, off the presence task, so a slow backend never stalls it.
+async fn publish_events(pubsub: PubSub, mut events: mpsc::Receiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let payload = match serde_json::to_string(&event) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode a presence event");
+                continue;
+            }
+        };
+        let stop = matches!(event, Event::Bye { .. });
+        if let Err(err) = pubsub
+            .publish(Envelope::new(Topic::Presence, STREAM, payload))
+            .await
+        {
+            // Heartbeats carry the whole picture every few seconds, so a lost event heals.
+            tracing::warn!(error = %err, "presence event not published");
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+struct Socket {
+    room: RoomId,
+    person: Person,
+    outbound: mpsc::Sender<ByteString>,
+}
+
+/// A token bucket: bursts up to `burst`, then `per_second`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Server {
+    node: NodeId,
+    config: Arc<PresenceConfig>,
+    presence: Presence,
+    conns: HashMap<ConnectionId, Socket>,
+    rooms: HashMap<RoomId, HashSet<ConnectionId>>,
+    buckets: HashMap<UserId, Bucket>,
+    outgoing: mpsc::Sender<Event>,
+    next_id: AtomicU64,
+    /// Set once this node has said goodbye: it no longer speaks for itself.
+    stopped: bool,
+}
+
+impl Server {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.announce(Event::Sync { node: self.node });
+        let mut flush = tokio::time::interval(self.config.flush_interval);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(Command::Stop { reply }) => {
+                        self.announce(Event::Bye { node: self.node });
+                        self.stopped = true;
+                        let _ = reply.send(());
+                        // Keep serving sockets until they close; just stop speaking for the node.
+                    }
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                _ = flush.tick() => self.flush(),
+                _ = heartbeat.tick() => self.heartbeat(),
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                room,
+                person,
+                outbound,
+                reply,
+            } => {
+                let conn = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+                if self.presence.open_tab(room, &person) {
+                    self.announce(Event::Join {
+                        node: self.node,
+                        room,
+                        person: person.clone(),
+                    });
+                }
+                let state = protocol::presence_state(&self.presence.people(room));
+                self.rooms.entry(room).or_default().insert(conn);
+                self.conns.insert(
+                    conn,
+                    Socket {
+                        room,
+                        person,
+                        outbound,
+                    },
+                );
+                let _ = reply.send((conn, state));
+            }
+            Command::Close { conn } => self.close(conn),
+            Command::Typing { conn, typing } => self.local_typing(conn, typing),
+            Command::Remote(event) => self.remote(*event),
+            Command::Stats { reply } => {
+                let _ = reply.send(PresenceStats {
+                    connections: self.conns.len(),
+                    rooms: self.presence.room_count(),
+                });
+            }
+            Command::Stop { .. } => {}
+        }
+    }
+
+    fn announce(&self, event: Event) {
+        if self.stopped {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outgoing.try_send(event) {
+            tracing::warn!("presence publish queue full: an event waits for the next heartbeat");
+        }
+    }
+
+    fn close(&mut self, conn: ConnectionId) {
+        let Some(socket) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(conns) = self.rooms.get_mut(&socket.room) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                self.rooms.remove(&socket.room);
+            }
+        }
+        if self.presence.close_tab(socket.room, socket.person.id) {
+            self.announce(Event::Leave {
+                node: self.node,
+                room: socket.room,
+                user: socket.person.id,
+            });
+            self.buckets.remove(&socket.person.id);
+        }
+    }
+
+    /// A typing event from one of our sockets: rate-limited per person, excess dropped.
+    fn local_typing(&mut self, conn: ConnectionId, typing: bool) {
+        let Some(socket) = self.conns.get(&conn) else {
+            return;
+        };
+        let (room, person) = (socket.room, socket.person.clone());
+        let now = Instant::now();
+        let config = &self.config;
+        let bucket = self.buckets.entry(person.id).or_insert(Bucket {
+            tokens: config.typing_burst,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * config.typing_per_second;
+        bucket.tokens = (bucket.tokens + refill).min(config.typing_burst);
+        bucket.at = now;
+        // A "stopped typing" always passes: it can only clear an indicator, and letting it
+        // through means a burst never leaves someone shown as typing until the expiry.
+        if typing && bucket.tokens < 1.0 {
+            tracing::debug!(
+                user = person.id.0,
+                "typing event over the rate limit, dropped"
+            );
+            return;
+        }
+        if typing {
+            bucket.tokens -= 1.0;
+        }
+        self.apply_typing(room, &person, typing);
+        self.announce(Event::Typing {
+            node: self.node,
+            room,
+            person,
+            typing,
+        });
+    }
+
+    /// Records typing and relays news of it to this node's sockets in the room, except the
+    /// typist's own tabs.
+    fn apply_typing(&mut self, room: RoomId, person: &Person, typing: bool) {
+        let until = Instant::now() + self.config.typing_ttl;
+        if self.presence.typing(room, person.id, typing, until) {
+            self.send_to_room(room, &protocol::typing(person, typing), Some(person.id));
+        }
+    }
+
+    fn remote(&mut self, event: Event) {
+        if event.node() == self.node {
+            return;
+        }
+        let now = Instant::now();
+        match event {
+            Event::Join { node, room, person } => {
+                self.presence.remote_join(node, room, person, now)
+            }
+            Event::Leave { node, room, user } => self.presence.remote_leave(node, room, user, now),
+            Event::Typing {
+                room,
+                person,
+                typing,
+                ..
+            } => self.apply_typing(room, &person, typing),
+            Event::Heartbeat { node, rooms } => {
+                self.presence
+                    .heartbeat(node, rooms.into_iter().collect(), now)
+            }
+            Event::Bye { node } => self.presence.forget_node(node),
+            Event::Sync { .. } => self.heartbeat(),
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        self.announce(Event::Heartbeat {
+            node: self.node,
+            rooms: self.presence.local_snapshot().into_iter().collect(),
+        });
+        let gone = self
+            .presence
+            .expire_nodes(Instant::now(), self.config.node_timeout);
+        for node in gone {
+            tracing::info!(node = node.0, "a node went quiet; its people left");
+        }
+    }
+
+    fn flush(&mut self) {
+        for (room, person) in self.presence.expire_typing(Instant::now()) {
+            self.send_to_room(room, &protocol::typing(&person, false), Some(person.id));
+        }
+        for diff in self.presence.flush() {
+            let frame = protocol::presence_diff(&diff.joins, &diff.leaves);
+            self.send_to_room(diff.room, &frame, None);
+        }
+    }
+
+    /// Queues one frame, built once, for every socket in `room` (but `except` a person's own).
+    fn send_to_room(&mut self, room: RoomId, frame: &str, except: Option<UserId>) {
+        let Some(conns) = self.rooms.get(&room) else {
+            return;
+        };
+        let frame = ByteString::from(frame);
+        let mut slow = Vec::new();
+        for conn in conns {
+            let Some(socket) = self.conns.get(conn) else {
+                continue;
+            };
+            if Some(socket.person.id) == except {
+                continue;
+            }
+            if socket.outbound.try_send(frame.clone()).is_err() {
+                slow.push(*conn);
+            }
+        }
+        for conn in slow {
+            tracing::warn!(conn = conn.0, "closing a presence socket that fell behind");
+            self.close(conn);
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The presence socket: states, diffs, tabs, typing and its limits, bad input, and presence
+//! across processes (clean stops and kill -9).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::{
+    cable_client::{Socket, WAIT, handshake},
+    helpers::{Backend, TestApp, TestDatabase, spawn},
+    processes,
+};
+
+/// A presence socket as a test sees it.
+struct Presence {
+    ws: Socket,
+}
+
+impl Presence {
+    async fn connect(app: &TestApp, room: i64) -> Presence {
+        let (ws, _) = handshake(
+            app,
+            &format!("/rooms/{room}/presence"),
+            Some(&app.address),
+            None,
+        )
+        .await
+        .expect("presence handshake");
+        Presence { ws }
+    }
+
+    /// The next frame; `None` once closed.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")?
+            {
+                Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    async fn frame(&mut self) -> Value {
+        self.next().await.expect("a frame before the socket closed")
+    }
+
+    /// Skips frames until one of `kind` arrives.
+    async fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.frame().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .unwrap();
+    }
+
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+fn names(users: &Value) -> Vec<String> {
+    let mut names: Vec<String> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Applies a presence frame to a client's view the way the page does: the state replaces it,
+/// diffs add and remove (a diff may repeat what the state already showed).
+fn apply(view: &mut Vec<String>, frame: &Value) {
+    match frame["type"].as_str() {
+        Some("presence_state") => *view = names(&frame["users"]),
+        Some("presence_diff") => {
+            let leaves = names(&frame["leaves"]);
+            view.retain(|n| !leaves.contains(n));
+            view.extend(names(&frame["joins"]));
+            view.sort();
+            view.dedup();
+        }
+        _ => {}
+    }
+}
+
+/// Applies frames until the view equals `expected` (within 12 s).
+async fn wait_for_people(socket: &mut Presence, view: &mut Vec<String>, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while view != expected {
+        match tokio::time::timeout_at(deadline, socket.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => apply(view, &serde_json::from_str(&text).unwrap()),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("view {view:?}, expected {expected:?}: {other:?}"),
+        }
+    }
+}
+
+/// Applies frames for `wait`, asserting the view never changes.
+async fn view_stays(socket: &mut Presence, view: &mut Vec<String>, wait: Duration) {
+    let before = view.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout_at(deadline, socket.ws.next()).await
+    {
+        apply(view, &serde_json::from_str(&text).unwrap());
+        assert_eq!(*view, before, "after {text}");
+    }
+}
+
+crate::backend_tests! {
+    async fn the_first_frame_is_the_state_and_newcomers_arrive_as_diffs(app: TestApp) {
+        let room = app.signed_in_room().await;
+        let mut ada = Presence::connect(&app, room).await;
+        let state = ada.frame().await;
+        assert_eq!(state["type"], "presence_state");
+        assert_eq!(names(&state["users"]), ["Ada"]);
+        assert!(state["users"][0]["id"].is_u64());
+
+        let mut view = names(&state["users"]);
+
+        let grace = app.new_visitor();
+        grace.sign_in("Grace").await;
+        let mut grace_socket = Presence::connect(&grace, room).await;
+        assert_eq!(names(&grace_socket.frame().await["users"]), ["Ada", "Grace"]);
+        let diff = ada.until("presence_diff").await;
+        assert!(names(&diff["joins"]).contains(&"Grace".to_owned()), "{diff}");
+        assert_eq!(diff["leaves"], json!([]));
+        apply(&mut view, &diff);
+        wait_for_people(&mut ada, &mut view, &["Ada", "Grace"]).await;
+
+        drop(grace_socket);
+        wait_for_people(&mut ada, &mut view, &["Ada"]).await;
+    }
+}
+
+#[tokio::test]
+async fn someone_with_several_tabs_is_listed_once_and_leaves_with_the_last_tab() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let watcher = app.new_visitor();
+    watcher.sign_in("Watcher").await;
+    let mut watch = Presence::connect(&watcher, room).await;
+    let mut view = names(&watch.frame().await["users"]);
+
+    let mut tab1 = Presence::connect(&app, room).await;
+    let mut tab2 = Presence::connect(&app, room).await;
+    assert_eq!(names(&tab2.frame().await["users"]), ["Ada", "Watcher"]);
+    tab1.frame().await;
+    wait_for_people(&mut watch, &mut view, &["Ada", "Watcher"]).await;
+    view_stays(&mut watch, &mut view, Duration::from_millis(300)).await;
+
+    tab1.ws.close(None).await.unwrap();
+    view_stays(&mut watch, &mut view, Duration::from_millis(500)).await;
+    tab2.ws.close(None).await.unwrap();
+    wait_for_people(&mut watch, &mut view, &["Watcher"]).await;
+}
+
+#[tokio::test]
+async fn typing_reaches_everyone_else_but_not_the_typists_own_tabs() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let mut ada = Presence::connect(&app, room).await;
+    let mut ada_tab2 = Presence::connect(&app, room).await;
+    let grace_app = app.new_visitor();
+    grace_app.sign_in("Grace").await;
+    let mut grace = Presence::connect(&grace_app, room).await;
+    for socket in [&mut ada, &mut ada_tab2, &mut grace] {
+        socket.frame().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    ada.send(json!({"type": "typing", "typing": true})).await;
+    let frame = grace.until("typing").await;
+    assert_eq!(frame["typing"], true);
+    assert_eq!(frame["user"]["name"], "Ada");
+    ada.send(json!({"type": "typing", "typing": false})).await;
+    assert_eq!(grace.until("typing").await["typing"], false);
+
+    for own in [&mut ada, &mut ada_tab2] {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+        while let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout_at(deadline, own.ws.next()).await
+        {
+            assert!(
+                !text.contains("\"typing\""),
+                "the typist's own tab got {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn typing_is_rate_limited_and_expires_by_itself() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let mut ada = Presence::connect(&app, room).await;
+    let grace_app = app.new_visitor();
+    grace_app.sign_in("Grace").await;
+    let mut grace = Presence::connect(&grace_app, room).await;
+    ada.frame().await;
+    grace.frame().await;
+
+    // 40 alternating events in a burst: most are dropped, none are queued for later.
+    for i in 0..40 {
+        ada.send(json!({"type": "typing", "typing": i % 2 == 0}))
+            .await;
+    }
+    let mut relayed = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout_at(deadline, grace.ws.next()).await
+    {
+        if text.contains("\"type\":\"typing\"") {
+            relayed += 1;
+        }
+    }
+    // Starts are limited to the burst of 5; a stop is relayed only when it clears a start.
+    assert!(
+        (2..=12).contains(&relayed),
+        "{relayed} typing frames relayed for 40 sent"
+    );
+
+    // A "typing" whose "stop" never comes clears itself after about five seconds. (A "stop"
+    // is never rate-limited, so the burst above cannot leave Ada shown as typing.)
+    ada.send(json!({"type": "typing", "typing": false})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), grace.ws.next()).await
+    {
+    }
+    ada.send(json!({"type": "typing", "typing": true})).await;
+    let started = tokio::time::Instant::now();
+    let frame = grace.until("typing").await;
+    assert_eq!(frame["typing"], true, "{frame}");
+    // The stop comes about five seconds later: longer than a frame wait, so read it raw.
+    let stop = loop {
+        let message = tokio::time::timeout(Duration::from_secs(8), grace.ws.next())
+            .await
+            .expect("the typing indicator expires");
+        if let Some(Ok(Message::Text(text))) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "typing" && frame["typing"] == false {
+                break started.elapsed();
+            }
+        }
+    };
+    assert!(
+        stop >= Duration::from_secs(4) && stop <= Duration::from_secs(7),
+        "{stop:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_frames_get_a_clear_error_and_the_socket_stays_up() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let mut ada = Presence::connect(&app, room).await;
+    ada.frame().await;
+    for (frame, reason) in [
+        ("not json", "frames must be JSON objects with a type"),
+        (r#"{"type":"dance"}"#, "unknown frame type \"dance\""),
+        (
+            r#"{"type":"typing","typing":"yes"}"#,
+            "typing frames need \"typing\": true or false",
+        ),
+    ] {
+        ada.ws.send(Message::text(frame)).await.unwrap();
+        assert_eq!(
+            ada.until("error").await,
+            json!({"type": "error", "reason": reason})
+        );
+    }
+    ada.ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(
+        ada.until("error").await["reason"],
+        "frames must be JSON text"
+    );
+    ada.ws
+        .send(Message::text("x".repeat(10_000)))
+        .await
+        .unwrap();
+    assert_eq!(ada.close_code().await, Some(1009));
+}
+
+#[tokio::test]
+async fn the_socket_checks_origin_room_and_session_like_the_cable() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let cases = [
+        (
+            format!("/rooms/{room}/presence"),
+            Some("http://evil.example"),
+            403,
+        ),
+        (format!("/rooms/{room}/presence"), None, 403),
+        (
+            "/rooms/999999/presence".to_owned(),
+            Some(app.address.as_str()),
+            404,
+        ),
+        (
+            "/rooms/abc/presence".to_owned(),
+            Some(app.address.as_str()),
+            404,
+        ),
+    ];
+    for (path, origin, status) in cases {
+        match handshake(&app, &path, origin, None).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), status, "{path}")
+            }
+            other => panic!("{path}: expected {status}, got {:?}", other.map(|r| r.1)),
+        }
+    }
+    let stranger = app.new_visitor();
+    let mut socket = Presence::connect(&stranger, room).await;
+    assert_eq!(
+        socket.frame().await,
+        json!({"type": "error", "reason": "unauthorized"})
+    );
+    assert_eq!(socket.close_code().await, Some(1008));
+}
+
+#[tokio::test]
+async fn a_storm_of_arrivals_reaches_each_client_as_a_few_batched_diffs() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let mut watcher = Presence::connect(&app, room).await;
+    watcher.frame().await;
+
+    let mut people = Vec::new();
+    for i in 0..200 {
+        let person = app.new_visitor();
+        person.sign_in(&format!("person{i:03}")).await;
+        people.push(person);
+    }
+    let sockets =
+        futures_util::future::join_all(people.iter().map(|p| Presence::connect(p, room))).await;
+    let mut everyone: Vec<String> = (0..200).map(|i| format!("person{i:03}")).collect();
+    everyone.push("Ada".into());
+    everyone.sort();
+    let mut view = vec!["Ada".to_owned()];
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while view != everyone {
+        let frame = tokio::time::timeout_at(deadline, watcher.until("presence_diff"))
+            .await
+            .expect("all joins arrive");
+        frames += 1;
+        apply(&mut view, &frame);
+    }
+    assert!(frames <= 20, "{frames} diff frames for 200 arrivals");
+    drop(sockets);
+    let mut frames = 0;
+    while view != ["Ada"] {
+        let frame = tokio::time::timeout_at(
+            deadline + Duration::from_secs(5),
+            watcher.until("presence_diff"),
+        )
+        .await
+        .expect("all leaves arrive");
+        frames += 1;
+        apply(&mut view, &frame);
+    }
+    assert!(frames <= 20, "{frames} diff frames for 200 departures");
+    let up: Value = reqwest::get(app.url("/up"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up["presence"]["connections"], 1, "{up}");
+}
+
+/// Two processes on one PostgreSQL database: Ada on A, Grace on B.
+async fn across_processes(adapter: &str) {
+    let (database, url) = TestDatabase::create(Backend::Postgres).await;
+    let database = std::sync::Arc::new(database);
+    let channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PUBSUB_ADAPTER", adapter),
+        ("PUBSUB_CHANNEL", channel.as_str()),
+    ];
+    let a = processes::start(&env).await;
+    let mut b = processes::start(&env).await;
+    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let room = ada.signed_in_room().await;
+    let mut ada_socket = Presence::connect(&ada, room).await;
+    let mut view = names(&ada_socket.frame().await["users"]);
+    assert_eq!(view, ["Ada"]);
+
+    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database.clone());
+    grace.sign_in("Grace").await;
+    let mut grace_socket = Presence::connect(&grace, room).await;
+    let mut grace_view = names(&grace_socket.frame().await["users"]);
+    wait_for_people(&mut ada_socket, &mut view, &["Ada", "Grace"]).await;
+    wait_for_people(&mut grace_socket, &mut grace_view, &["Ada", "Grace"]).await;
+
+    // A clean stop: Grace leaves Ada's list at once.
+    let started = std::time::Instant::now();
+    let pid = b.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        grace_socket.close_code().await,
+        Some(1012),
+        "told to reconnect elsewhere"
+    );
+    wait_for_people(&mut ada_socket, &mut view, &["Ada"]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(12), b.child.wait())
+        .await
+        .expect("exits within the shutdown timeout")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // Back again, Grace reconnects; then the process dies without warning.
+    let mut b = processes::start(&env).await;
+    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database.clone());
+    grace.sign_in("Grace").await;
+    let mut grace_socket = Presence::connect(&grace, room).await;
+    let mut grace_view = names(&grace_socket.frame().await["users"]);
+    wait_for_people(&mut ada_socket, &mut view, &["Ada", "Grace"]).await;
+    wait_for_people(&mut grace_socket, &mut grace_view, &["Ada", "Grace"]).await;
+    let started = std::time::Instant::now();
+    b.child.start_kill().unwrap();
+    wait_for_people(&mut ada_socket, &mut view, &["Ada"]).await;
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_secs(10),
+        "a killed node's people left after {took:?}"
+    );
+    drop(a);
+}
+
+#[tokio::test]
+async fn presence_is_shared_across_processes_through_postgres_and_heals_after_stops_and_kills() {
+    across_processes("postgres").await;
+}
+
+#[tokio::test]
+async fn presence_is_shared_across_processes_through_redis_and_heals_after_stops_and_kills() {
+    across_processes("redis").await;
+}
+
+#[tokio::test]
+async fn a_plain_get_of_the_presence_socket_is_a_bad_request() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let res = app
+        .client
+        .get(app.url(&format!("/rooms/{room}/presence")))
+        .header("Origin", &app.address)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
