@@ -14,6 +14,7 @@ pub mod presence;
 pub mod pubsub;
 pub mod session;
 pub mod signing;
+pub mod socket;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

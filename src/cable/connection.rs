@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use actix_ws::{CloseCode, MessageStream, Session};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -18,25 +18,16 @@ use super::{
     CableConfig, ConnectionId, HubHandle, StreamSigner,
     protocol::{self, Command, DisconnectReason, Identifier, TURBO_STREAMS_CHANNEL},
 };
-use crate::models::User;
+use crate::{
+    models::User,
+    socket::{self, End, Frame},
+};
 
 /// What every cable socket shares.
 pub struct CableContext {
     pub hub: HubHandle,
     pub signer: StreamSigner,
     pub config: CableConfig,
-}
-
-/// How a socket's loop ended.
-enum End {
-    /// The client closed, or the connection dropped.
-    Closed,
-    /// The hub dropped us: our queue was full.
-    FellBehind,
-    /// The client broke the WebSocket protocol (an oversized frame, say).
-    Protocol(ProtocolError),
-    /// This process is shutting down.
-    ServerRestart,
 }
 
 /// Serves one socket until it closes. `user` is who the session cookie says; without one the
@@ -55,16 +46,12 @@ pub async fn serve(
         let _ = session.close(Some(CloseCode::Policy.into())).await;
         return;
     };
-    let limit = ctx.config.max_frame_bytes;
-    let mut messages = messages
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
+    let mut messages = socket::limited(messages, ctx.config.max_frame_bytes);
     let (outbound, mut queued) = mpsc::channel(ctx.config.outbound_queue);
     let conn = ctx.hub.connect(outbound).await;
     let span = tracing::debug_span!("cable", conn = conn.0, user = user.id.0);
     let _enter = span.enter();
-    let mut socket = Socket {
+    let mut subscriber = Subscriber {
         conn,
         ctx: &ctx,
         subscriptions: HashSet::new(),
@@ -77,24 +64,17 @@ pub async fn serve(
     } else {
         loop {
             tokio::select! {
-                frame = messages.recv() => match frame {
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        let replies = socket.command(&text).await;
+                frame = socket::next_frame(&mut messages, &mut session) => match frame {
+                    Ok(Frame::Text(text)) => {
+                        let replies = subscriber.command(&text).await;
                         if send_all(&mut session, replies).await.is_err() {
                             break End::Closed;
                         }
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                    Ok(Frame::Binary) => {
                         tracing::debug!("ignoring a binary frame: the protocol is JSON text");
                     }
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() {
-                            break End::Closed;
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) | None => break End::Closed,
-                    Some(Err(err)) => break End::Protocol(err),
+                    Err(end) => break end,
                 },
                 frame = queued.recv() => match frame {
                     Some(frame) => {
@@ -115,35 +95,16 @@ pub async fn serve(
     };
     ctx.hub.disconnect(conn).await;
 
-    match end {
-        End::Closed => {
-            let _ = session.close(None).await;
-        }
-        End::ServerRestart => {
-            let _ = session
-                .text(protocol::disconnect(DisconnectReason::ServerRestart))
-                .await;
-            let _ = session.close(Some(CloseCode::Restart.into())).await;
-        }
-        End::FellBehind => {
-            let _ = session
-                .text(protocol::disconnect(DisconnectReason::SlowClient))
-                .await;
-            let _ = session.close(Some(CloseCode::Again.into())).await;
-        }
-        End::Protocol(err) => {
-            tracing::info!(error = %err, "closing a cable socket that broke the protocol");
-            let code = match err {
-                ProtocolError::Overflow => CloseCode::Size,
-                _ => CloseCode::Protocol,
-            };
-            let reason = CloseReason {
-                code,
-                description: Some(err.to_string()),
-            };
-            let _ = session.close(Some(reason)).await;
-        }
+    // Tell ActionCable why, so its reconnect logic does the right thing, then close.
+    let reason = match end {
+        End::ServerRestart => Some(DisconnectReason::ServerRestart),
+        End::FellBehind => Some(DisconnectReason::SlowClient),
+        End::Closed | End::Protocol(_) => None,
+    };
+    if let Some(reason) = reason {
+        let _ = session.text(protocol::disconnect(reason)).await;
     }
+    socket::close(session, &end).await;
 }
 
 async fn send_all(session: &mut Session, frames: Vec<String>) -> Result<(), actix_ws::Closed> {
@@ -160,13 +121,13 @@ fn unix_seconds() -> u64 {
 }
 
 /// A socket's subscriptions, and how it answers commands.
-struct Socket<'a> {
+struct Subscriber<'a> {
     conn: ConnectionId,
     ctx: &'a CableContext,
     subscriptions: HashSet<Arc<str>>,
 }
 
-impl Socket<'_> {
+impl Subscriber<'_> {
     /// Carries out one command frame; returns the frames to answer with. Frames we cannot use
     /// are logged and dropped, as ActionCable does: the socket stays up.
     async fn command(&mut self, text: &str) -> Vec<String> {

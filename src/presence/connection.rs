@@ -2,18 +2,14 @@
 //! (diffs, typing), relays the client's typing frames, answers bad frames with an error frame,
 //! and always leaves the room when it ends.
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, MessageStream, ProtocolError, Session};
+use actix_ws::{CloseCode, MessageStream, Session};
 use tokio::sync::{mpsc, watch};
 
 use super::{PresenceHandle, protocol, protocol::ClientFrame, state::Person};
-use crate::models::{RoomId, User};
-
-enum End {
-    Closed,
-    FellBehind,
-    Protocol(ProtocolError),
-    ServerRestart,
-}
+use crate::{
+    models::{RoomId, User},
+    socket::{self, End, Frame},
+};
 
 /// Serves one presence socket in `room` until it closes. Without a signed-in `user` the client
 /// gets an `unauthorized` error and a policy close (1008), which its reconnect logic honours.
@@ -30,11 +26,7 @@ pub async fn serve(
         let _ = session.close(Some(CloseCode::Policy.into())).await;
         return;
     };
-    let limit = presence.config.max_frame_bytes;
-    let mut messages = messages
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
+    let mut messages = socket::limited(messages, presence.config.max_frame_bytes);
     let (outbound, mut queued) = mpsc::channel(presence.config.outbound_queue);
     let person = Person {
         id: user.id,
@@ -49,35 +41,24 @@ pub async fn serve(
     } else {
         loop {
             tokio::select! {
-                frame = messages.recv() => match frame {
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        let reply = match ClientFrame::parse(&text) {
+                frame = socket::next_frame(&mut messages, &mut session) => {
+                    let reply = match frame {
+                        Ok(Frame::Text(text)) => match ClientFrame::parse(&text) {
                             Ok(ClientFrame::Typing(typing)) => {
                                 presence.typing(conn, typing).await;
                                 None
                             }
                             Err(err) => Some(protocol::error(&err.to_string())),
-                        };
-                        if let Some(reply) = reply
-                            && session.text(reply).await.is_err()
-                        {
-                            break End::Closed;
-                        }
+                        },
+                        Ok(Frame::Binary) => Some(protocol::error("frames must be JSON text")),
+                        Err(end) => break end,
+                    };
+                    if let Some(reply) = reply
+                        && session.text(reply).await.is_err()
+                    {
+                        break End::Closed;
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        if session.text(protocol::error("frames must be JSON text")).await.is_err() {
-                            break End::Closed;
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() {
-                            break End::Closed;
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) | None => break End::Closed,
-                    Some(Err(err)) => break End::Protocol(err),
-                },
+                }
                 _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 frame = queued.recv() => match frame {
                     Some(frame) => {
@@ -91,23 +72,5 @@ pub async fn serve(
         }
     };
     presence.close(conn).await;
-    let reason = match end {
-        End::Closed => None,
-        End::ServerRestart => Some(CloseReason {
-            code: CloseCode::Restart,
-            description: Some("server restart".into()),
-        }),
-        End::FellBehind => Some(CloseReason {
-            code: CloseCode::Again,
-            description: Some("fell behind".into()),
-        }),
-        End::Protocol(err) => Some(CloseReason {
-            code: match err {
-                ProtocolError::Overflow => CloseCode::Size,
-                _ => CloseCode::Protocol,
-            },
-            description: Some(err.to_string()),
-        }),
-    };
-    let _ = session.close(reason).await;
+    socket::close(session, &end).await;
 }
