@@ -8,6 +8,7 @@
 mod in_process;
 mod postgres;
 mod redis;
+mod supervisor;
 
 use std::sync::Arc;
 

@@ -13,17 +13,19 @@
 //! lost, as LISTEN/NOTIFY keeps nothing for absent listeners.
 
 use std::{
-    future::Future,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket, tls::NoTlsStream};
 
-use super::{Envelope, Health, Inbox, PublishError};
+use super::{
+    Envelope, Health, Inbox, PublishError,
+    supervisor::{Ended, Feed, SHUTDOWN_GRACE, Supervisor, until_stopped},
+};
 use crate::store::redact;
 
 /// The one channel every process listens on.
@@ -60,9 +62,6 @@ const KEEPALIVE_RETRIES: u32 = 3;
 
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
-/// How long a shutdown waits for the listener to close its connection politely.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 const LISTEN: &str = "LISTEN tasksync_pubsub";
 const NOTIFY: &str = "SELECT pg_notify($1::text, $2::text)";
 const STORE_AND_NOTIFY: &str = "WITH stored AS (\
@@ -71,25 +70,6 @@ const STORE_AND_NOTIFY: &str = "WITH stored AS (\
 const FETCH: &str = "SELECT payload FROM tasksync_pubsub_payloads WHERE id = $1";
 const TRIM: &str =
     "DELETE FROM tasksync_pubsub_payloads WHERE created_at < now() - interval '5 minutes'";
-
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
-
-/// How long to wait before reconnect attempt `attempt` (0-based): exponential from 100 ms, capped
-/// at 5 s, with "equal jitter" (half fixed, half random from `jitter` in [0, 1)) so processes
-/// that lost the server together do not return in lockstep, and no wait collapses to zero.
-pub(super) fn backoff(attempt: u32, jitter: f64) -> Duration {
-    let ceiling = BACKOFF_START
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(BACKOFF_CAP);
-    let jitter = if jitter.is_nan() {
-        0.0
-    } else {
-        jitter.clamp(0.0, 1.0)
-    };
-    let half = ceiling / 2;
-    half + half.mul_f64(jitter)
-}
 
 /// What a notification's payload carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,10 +109,7 @@ pub struct PostgresPubSub {
 
 struct Inner {
     pool: Pool,
-    health: watch::Receiver<Health>,
-    /// Dropping it (with the last handle) stops the listener as surely as sending `true`.
-    stop: watch::Sender<bool>,
-    listener: Mutex<Option<JoinHandle<()>>>,
+    listener: Supervisor,
     last_trim: Mutex<Option<Instant>>,
 }
 
@@ -201,22 +178,15 @@ impl PostgresPubSub {
             )
         })?);
 
-        let (health_tx, health_rx) = watch::channel(Health::Healthy);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run_listener(
-            listener,
-            listener_config,
-            pool.clone(),
+        let notifications = Notifications {
+            config: listener_config,
+            pool: pool.clone(),
             inbox,
-            health_tx,
-            stop_rx,
-        ));
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                health: health_rx,
-                stop: stop_tx,
-                listener: Mutex::new(Some(task)),
+                listener: Supervisor::spawn(notifications, listener),
                 last_trim: Mutex::new(None),
             }),
         })
@@ -271,104 +241,45 @@ impl PostgresPubSub {
     }
 
     pub fn health(&self) -> Health {
-        // The listener task owns the sender; if it is gone, nothing is listening any more.
-        if self.inner.health.has_changed().is_err() {
-            return match &*self.inner.health.borrow() {
-                Health::Healthy => Health::Degraded("the listener has stopped".into()),
-                degraded => degraded.clone(),
-            };
-        }
-        self.inner.health.borrow().clone()
+        self.inner.listener.health()
     }
 
     pub async fn shutdown(&self) {
-        self.inner.stop.send_replace(true);
-        let task = self
-            .inner
-            .listener
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
+        self.inner.listener.shutdown().await;
         self.inner.pool.close();
     }
 }
 
-/// Why a listening session ended.
-enum Ended {
-    /// Asked to stop, or nobody reads the inbox any more.
-    Stopped(&'static str),
-    /// The connection failed; worth reconnecting.
-    Lost(String),
-}
-
-/// Keeps a listening connection alive across failures until told to stop.
-async fn run_listener(
-    mut listener: Listener,
+/// The notifications on `CHANNEL`, heard on a listening connection.
+struct Notifications {
     config: Config,
     pool: Pool,
     inbox: Inbox,
-    health: watch::Sender<Health>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let why_stopped = loop {
-        let reason = match listener.run(&pool, &inbox, &mut stop).await {
-            Ended::Stopped(why) => break why,
-            Ended::Lost(reason) => reason,
-        };
-        tracing::warn!(%reason, "PostgreSQL pub/sub listener lost its connection; reconnecting");
-        health.send_replace(Health::Degraded(format!(
-            "PostgreSQL listener disconnected ({reason}); reconnecting"
-        )));
-        match reconnect(&config, &health, &mut stop).await {
-            Some(fresh) => listener = fresh,
-            None => break "shut down",
-        }
-        health.send_replace(Health::Healthy);
-        tracing::info!("PostgreSQL pub/sub listener reconnected");
-    };
-    health.send_replace(Health::Degraded(format!(
-        "PostgreSQL listener {why_stopped}"
-    )));
 }
 
-/// A new listening connection, after backing off; `None` when told to stop first.
-async fn reconnect(
-    config: &Config,
-    health: &watch::Sender<Health>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Listener> {
-    let mut attempt = 0;
-    loop {
-        until_stopped(stop, tokio::time::sleep(backoff(attempt, rand::random()))).await?;
-        match until_stopped(stop, Listener::connect(config)).await? {
-            Ok(listener) => return Some(listener),
-            Err(err) => {
-                attempt = attempt.saturating_add(1);
-                tracing::warn!(error = %format!("{err:#}"), attempt, "PostgreSQL pub/sub listener cannot reconnect yet");
-                health.send_replace(Health::Degraded(format!(
-                    "PostgreSQL listener reconnecting (attempt {attempt} failed: {err:#})"
-                )));
-            }
-        }
+impl Feed for Notifications {
+    type Connection = Listener;
+    const BACKEND: &'static str = "PostgreSQL";
+    const ROLE: &'static str = "listener";
+
+    async fn connect(&self) -> anyhow::Result<Listener> {
+        Listener::connect(&self.config).await
     }
-}
 
-/// `fut`'s output, or `None` as soon as a stop is asked for (or every handle is dropped).
-pub(super) async fn until_stopped<F: Future>(
-    stop: &mut watch::Receiver<bool>,
-    fut: F,
-) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        _ = stop.wait_for(|stopped| *stopped) => None,
-        out = fut => Some(out),
+    async fn serve(&self, listener: Listener, stop: &mut watch::Receiver<bool>) -> Ended {
+        listener.run(&self.pool, &self.inbox, stop).await
+    }
+
+    fn lost(&self, reason: &str) {
+        tracing::warn!(%reason, "PostgreSQL pub/sub listener lost its connection; reconnecting");
+    }
+
+    fn cannot_reconnect(&self, attempt: u32, err: &anyhow::Error) {
+        tracing::warn!(error = %format!("{err:#}"), attempt, "PostgreSQL pub/sub listener cannot reconnect yet");
+    }
+
+    fn reconnected(&self) {
+        tracing::info!("PostgreSQL pub/sub listener reconnected");
     }
 }
 
@@ -528,30 +439,6 @@ async fn fetch_stored(pool: &Pool, id: i64) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_about_100ms_and_stops_at_5s() {
-        assert_eq!(backoff(0, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(0, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(1, 1.0), Duration::from_millis(200));
-        assert_eq!(backoff(3, 0.0), Duration::from_millis(400));
-        assert_eq!(backoff(6, 1.0), Duration::from_secs(5));
-        assert_eq!(backoff(u32::MAX, 1.0), Duration::from_secs(5));
-        assert_eq!(backoff(u32::MAX, 0.0), Duration::from_millis(2500));
-    }
-
-    #[test]
-    fn backoff_jitter_stays_within_its_band() {
-        for attempt in 0..10 {
-            let low = backoff(attempt, 0.0);
-            let high = backoff(attempt, 1.0);
-            let mid = backoff(attempt, 0.5);
-            assert!(low < mid && mid < high, "attempt {attempt}");
-            assert_eq!(backoff(attempt, -3.0), low);
-            assert_eq!(backoff(attempt, 7.0), high);
-            assert_eq!(backoff(attempt, f64::NAN), low);
-        }
-    }
 
     #[test]
     fn references_name_a_positive_row_id() {

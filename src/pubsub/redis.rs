@@ -21,14 +21,11 @@ use ::redis::{
     cmd,
 };
 use anyhow::Context as _;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{mpsc, watch};
 
 use super::{
     Envelope, Health, Inbox, PublishError,
-    postgres::{backoff, until_stopped},
+    supervisor::{Ended, Feed, Supervisor, until_stopped},
 };
 use crate::store::redact;
 
@@ -45,8 +42,6 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// How many times the publishing connection retries a reconnect before a publish reports the
 /// server unavailable; kept low so start-up fails fast and callers hear of trouble quickly.
 const PUBLISH_RETRIES: usize = 2;
-
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The subscriber's CLIENT SETNAME: the channel, with anything Redis refuses in a name (spaces
 /// and anything outside printable ASCII) replaced by `_`.
@@ -74,10 +69,7 @@ struct Inner {
     /// Taken on shutdown, which closes the connection once in-flight publishes finish.
     publisher: Mutex<Option<ConnectionManager>>,
     channel: Arc<str>,
-    health: watch::Receiver<Health>,
-    /// Dropping it (with the last handle) stops the subscriber as surely as sending `true`.
-    stop: watch::Sender<bool>,
-    subscriber: Mutex<Option<JoinHandle<()>>>,
+    subscriber: Supervisor,
 }
 
 impl RedisPubSub {
@@ -107,23 +99,16 @@ impl RedisPubSub {
         .await
         .with_context(|| format!("cannot connect to Redis at {}", redact(url)))?;
 
-        let (health_tx, health_rx) = watch::channel(Health::Healthy);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run_subscriber(
-            subscriber,
-            subscriber_client,
-            channel.clone(),
+        let messages = Messages {
+            client: subscriber_client,
+            channel: channel.clone(),
             inbox,
-            health_tx,
-            stop_rx,
-        ));
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 publisher: Mutex::new(Some(publisher)),
                 channel,
-                health: health_rx,
-                stop: stop_tx,
-                subscriber: Mutex::new(Some(task)),
+                subscriber: Supervisor::spawn(messages, subscriber),
             }),
         })
     }
@@ -152,31 +137,11 @@ impl RedisPubSub {
     }
 
     pub fn health(&self) -> Health {
-        // The subscriber task owns the sender; if it is gone, nothing is listening any more.
-        if self.inner.health.has_changed().is_err() {
-            return match &*self.inner.health.borrow() {
-                Health::Healthy => Health::Degraded("the subscriber has stopped".into()),
-                degraded => degraded.clone(),
-            };
-        }
-        self.inner.health.borrow().clone()
+        self.inner.subscriber.health()
     }
 
     pub async fn shutdown(&self) {
-        self.inner.stop.send_replace(true);
-        let task = self
-            .inner
-            .subscriber
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut task) = task
-            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
+        self.inner.subscriber.shutdown().await;
         drop(
             self.inner
                 .publisher
@@ -197,62 +162,39 @@ fn resp3_client(url: &str) -> Result<Client, RedisError> {
     Client::open(info.set_redis_settings(settings))
 }
 
-/// Why a subscribing session ended.
-enum Ended {
-    /// Asked to stop, or nobody reads the inbox any more.
-    Stopped(&'static str),
-    /// The connection failed; worth reconnecting.
-    Lost(String),
-}
-
-/// Keeps a subscription alive across failures until told to stop.
-async fn run_subscriber(
-    mut subscriber: Subscriber,
+/// The messages on the channel, received on a subscribed connection.
+struct Messages {
     client: Client,
     channel: Arc<str>,
     inbox: Inbox,
-    health: watch::Sender<Health>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let why_stopped = loop {
-        let reason = match subscriber.run(&channel, &inbox, &mut stop).await {
-            Ended::Stopped(why) => break why,
-            Ended::Lost(reason) => reason,
-        };
-        tracing::warn!(%reason, %channel, "Redis pub/sub subscriber lost its connection; reconnecting");
-        health.send_replace(Health::Degraded(format!(
-            "Redis subscriber disconnected ({reason}); reconnecting"
-        )));
-        match reconnect(&client, &channel, &health, &mut stop).await {
-            Some(fresh) => subscriber = fresh,
-            None => break "shut down",
-        }
-        health.send_replace(Health::Healthy);
-        tracing::info!(%channel, "Redis pub/sub subscriber reconnected");
-    };
-    health.send_replace(Health::Degraded(format!("Redis subscriber {why_stopped}")));
 }
 
-/// A new subscription, after backing off; `None` when told to stop first.
-async fn reconnect(
-    client: &Client,
-    channel: &str,
-    health: &watch::Sender<Health>,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<Subscriber> {
-    let mut attempt = 0;
-    loop {
-        until_stopped(stop, tokio::time::sleep(backoff(attempt, rand::random()))).await?;
-        match until_stopped(stop, Subscriber::connect(client, channel)).await? {
-            Ok(subscriber) => return Some(subscriber),
-            Err(err) => {
-                attempt = attempt.saturating_add(1);
-                tracing::warn!(error = %format!("{err:#}"), attempt, %channel, "Redis pub/sub subscriber cannot reconnect yet");
-                health.send_replace(Health::Degraded(format!(
-                    "Redis subscriber reconnecting (attempt {attempt} failed: {err:#})"
-                )));
-            }
-        }
+impl Feed for Messages {
+    type Connection = Subscriber;
+    const BACKEND: &'static str = "Redis";
+    const ROLE: &'static str = "subscriber";
+
+    async fn connect(&self) -> anyhow::Result<Subscriber> {
+        Subscriber::connect(&self.client, &self.channel).await
+    }
+
+    async fn serve(&self, mut subscriber: Subscriber, stop: &mut watch::Receiver<bool>) -> Ended {
+        subscriber.run(&self.channel, &self.inbox, stop).await
+    }
+
+    fn lost(&self, reason: &str) {
+        let channel = &self.channel;
+        tracing::warn!(%reason, %channel, "Redis pub/sub subscriber lost its connection; reconnecting");
+    }
+
+    fn cannot_reconnect(&self, attempt: u32, err: &anyhow::Error) {
+        let channel = &self.channel;
+        tracing::warn!(error = %format!("{err:#}"), attempt, %channel, "Redis pub/sub subscriber cannot reconnect yet");
+    }
+
+    fn reconnected(&self) {
+        let channel = &self.channel;
+        tracing::info!(%channel, "Redis pub/sub subscriber reconnected");
     }
 }
 
