@@ -83,9 +83,14 @@ fn header(
     views.render("rooms/_header.html", &context)
 }
 
-/// The stream every tab of the room gets when it is renamed.
+/// The stream every tab of the room gets when it is renamed: the header and the tab's title.
 pub fn renamed(views: &Views, room: &Room) -> Result<TurboStream, AppError> {
-    Ok(TurboStream::new().replace(&dom_id(room), &header(views, room, None, None)?))
+    let mut context = Context::new();
+    context.insert("room", room);
+    let title = views.render("rooms/_title.html", &context)?;
+    Ok(TurboStream::new()
+        .replace(&dom_id(room), &header(views, room, None, None)?)
+        .update("page_title", &title))
 }
 
 /// The header again with the rename form open and its error, for the person who sent it.

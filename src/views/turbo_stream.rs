@@ -45,6 +45,11 @@ impl TurboStream {
         self.action("replace", target, Some(content))
     }
 
+    /// Replaces the contents of the element `target` with `content`.
+    pub fn update(self, target: &str, content: &str) -> Self {
+        self.action("update", target, Some(content))
+    }
+
     /// Removes the element `target`.
     pub fn remove(self, target: &str) -> Self {
         self.action("remove", target, None)

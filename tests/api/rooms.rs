@@ -32,7 +32,7 @@ crate::backend_tests! {
         let page = app.get_html(&format!("/rooms/{id}")).await;
         assert!(page.contains("<h1 class=\"room-header__name\">Launch plan</h1>"), "{page}");
         assert!(page.contains("<div id=\"tasks\""));
-        assert!(page.contains("<title>Launch plan · tasksync</title>"));
+        assert!(page.contains("<title id=\"page_title\">Launch plan · tasksync</title>"));
     }
 
     async fn invalid_room_names_are_refused_with_the_form_again(app: TestApp) {
@@ -65,6 +65,10 @@ crate::backend_tests! {
         let body = res.text().await.unwrap();
         assert!(body.starts_with(&format!("<turbo-stream action=\"replace\" target=\"room_{room}\">")));
         assert!(body.contains(">Renamed</h1>"));
+        assert!(
+            body.contains("<turbo-stream action=\"update\" target=\"page_title\"><template>Renamed · tasksync</template>"),
+            "the tab title follows: {body}"
+        );
 
         let res = app
             .post(&format!("/rooms/{room}"), &[("_method", "patch"), ("room[name]", "Again")])
