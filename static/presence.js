@@ -2,6 +2,7 @@
 // page swaps connect and disconnect it like any other part of the page.
 class PresenceList extends HTMLElement {
   connectedCallback() {
+    this.closed = false;
     this.people = new Map();
     this.typing = new Map();
     this.retries = 0;
