@@ -12,7 +12,7 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::pubsub::AdapterConfig;
+use crate::pubsub::{AdapterConfig, HistoryWindow};
 
 /// Which set of defaults applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,12 +63,16 @@ const KEYS: &[&str] = &[
     "secure_cookies",
     "max_body_bytes",
     "max_tasks_per_room",
+    "history_limit",
+    "history_ttl_secs",
     "pubsub_adapter",
     "redis_url",
     "pubsub_channel",
     "allowed_origins",
     "log_level",
     "log_format",
+    "metrics_token",
+    "trusted_proxies",
 ];
 
 /// The application's settings, resolved.
@@ -88,6 +92,9 @@ pub struct Settings {
     pub secure_cookies: bool,
     pub max_body_bytes: usize,
     pub max_tasks_per_room: i64,
+    /// Messages each stream keeps for clients catching up, and for how long.
+    pub history_limit: usize,
+    pub history_ttl_secs: u64,
     /// auto, in_process, postgres or redis.
     pub pubsub_adapter: String,
     pub redis_url: String,
@@ -96,6 +103,10 @@ pub struct Settings {
     pub allowed_origins: String,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Unset or empty: `GET /metrics` answers 404. Set: it wants `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
+    /// Comma-separated addresses or CIDR ranges whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: String,
 }
 
 fn default_environment() -> Environment {
@@ -151,6 +162,14 @@ impl Settings {
             other => {
                 bail!("PUBSUB_ADAPTER must be auto, in_process, postgres or redis, not {other:?}")
             }
+        }
+    }
+
+    /// How much of each stream's history is kept for clients catching up.
+    pub fn history_window(&self) -> HistoryWindow {
+        HistoryWindow {
+            limit: self.history_limit,
+            ttl: std::time::Duration::from_secs(self.history_ttl_secs),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use actix_web::{
     App, HttpServer,
     dev::Server,
-    middleware::{Compress, DefaultHeaders},
+    middleware::{Compress, DefaultHeaders, from_fn},
     web,
 };
 use anyhow::Context as _;
@@ -19,7 +19,9 @@ use crate::{
     cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
     config::Settings,
     controllers, form_guard,
-    origin::AllowedOrigins,
+    metrics::Metrics,
+    observability,
+    origin::{AllowedOrigins, TrustedProxies},
     presence::{PresenceConfig, PresenceHandle},
     pubsub::{Envelope, PubSub, Topic},
     session::Sessions,
@@ -45,6 +47,9 @@ pub struct AppState {
     pub presence: PresenceHandle,
     /// Turns true when the process starts shutting down; every socket task watches it.
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Metrics,
+    /// `GET /metrics` is served only with this bearer token; `None` hides it.
+    pub metrics_token: Option<String>,
 }
 
 /// A built, bound, not yet running server.
@@ -64,8 +69,9 @@ impl Application {
         let store = Store::connect(&settings.database_url(), settings.database_pool_size).await?;
         let views = Views::new().context("cannot compile the templates")?;
         let hub = HubHandle::start();
+        let metrics = Metrics::new();
         let (inbox, received) = mpsc::channel(1024);
-        let pubsub = PubSub::start(&settings.pubsub()?, inbox).await?;
+        let pubsub = PubSub::start(&settings.pubsub()?, settings.history_window(), inbox).await?;
         let presence = PresenceHandle::start(pubsub.clone(), PresenceConfig::default());
         let (shutdown, shutting_down) = watch::channel(false);
         tokio::spawn(route_inbox(received, hub.clone(), presence.clone()));
@@ -76,15 +82,20 @@ impl Application {
                 max_tasks_per_room: settings.max_tasks_per_room,
             },
             pubsub: pubsub.clone(),
-            broadcaster: Broadcaster::new(pubsub.clone()),
+            broadcaster: Broadcaster::new(pubsub.clone()).with_metrics(metrics.clone()),
             cable: Arc::new(CableContext {
                 hub,
                 signer: StreamSigner::new(&secret),
                 config: CableConfig::default(),
+                metrics: metrics.clone(),
+                pubsub: pubsub.clone(),
             }),
-            allowed_origins: AllowedOrigins::parse(&settings.allowed_origins),
+            allowed_origins: AllowedOrigins::parse(&settings.allowed_origins)
+                .with_trusted_proxies(TrustedProxies::parse(&settings.trusted_proxies)?),
             presence: presence.clone(),
             shutdown: shutting_down,
+            metrics,
+            metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
         });
         let sessions = web::Data::new(Sessions::new(&secret, settings.secure_cookies));
         let body_limit = web::Data::new(form_guard::BodyLimit(settings.max_body_bytes));
@@ -109,6 +120,8 @@ impl Application {
                         .add(("X-Frame-Options", "DENY"))
                         .add(("Referrer-Policy", "strict-origin-when-cross-origin")),
                 )
+                // Outermost, so that everything inside logs under the request's id.
+                .wrap(from_fn(observability::middleware))
                 .configure(controllers::routes)
         })
         .workers(workers)
@@ -197,7 +210,15 @@ async fn route_inbox(
 ) {
     while let Some(envelope) = received.recv().await {
         match envelope.topic {
-            Topic::Cable => hub.deliver(envelope.stream, envelope.payload).await,
+            Topic::Cable => {
+                hub.deliver_at(
+                    envelope.stream,
+                    envelope.payload,
+                    envelope.offset,
+                    envelope.created,
+                )
+                .await
+            }
             Topic::Presence => presence.remote(&envelope.payload).await,
         }
     }

@@ -3,7 +3,7 @@
 //! it ends.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -16,11 +16,15 @@ use tokio::{
 
 use super::{
     CableConfig, ConnectionId, HubHandle, StreamSigner,
+    hub::Queued,
     protocol::{self, Command, DisconnectReason, Identifier, TURBO_STREAMS_CHANNEL},
 };
 use crate::{
+    metrics::Metrics,
     models::User,
+    pubsub::PubSub,
     socket::{self, End, Frame},
+    views::turbo_stream::TurboStream,
 };
 
 /// What every cable socket shares.
@@ -28,6 +32,9 @@ pub struct CableContext {
     pub hub: HubHandle,
     pub signer: StreamSigner,
     pub config: CableConfig,
+    pub metrics: Metrics,
+    /// Where missed messages are replayed from.
+    pub pubsub: PubSub,
 }
 
 /// Serves one socket until it closes. `user` is who the session cookie says; without one the
@@ -49,12 +56,13 @@ pub async fn serve(
     let mut messages = socket::limited(messages, ctx.config.max_frame_bytes);
     let (outbound, mut queued) = mpsc::channel(ctx.config.outbound_queue);
     let conn = ctx.hub.connect(outbound).await;
-    let span = tracing::debug_span!("cable", conn = conn.0, user = user.id.0);
-    let _enter = span.enter();
+    // The upgrade request's span (see controllers::cable) covers this task's log lines; a span
+    // entered here would be held across awaits and mislabel other tasks' lines.
+    tracing::debug!(conn = conn.0, user = user.id.0, "cable socket open");
     let mut subscriber = Subscriber {
         conn,
         ctx: &ctx,
-        subscriptions: HashSet::new(),
+        subscriptions: HashMap::new(),
     };
 
     let period = ctx.config.ping_interval;
@@ -77,10 +85,14 @@ pub async fn serve(
                     Err(end) => break end,
                 },
                 frame = queued.recv() => match frame {
-                    Some(frame) => {
-                        if session.text(frame).await.is_err() {
+                    Some(queued) => {
+                        if !subscriber.is_news(&queued) {
+                            continue;
+                        }
+                        if session.text(queued.frame).await.is_err() {
                             break End::Closed;
                         }
+                        ctx.metrics.delivery_seconds.observe(queued.published.elapsed().as_secs_f64());
                     }
                     None => break End::FellBehind,
                 },
@@ -124,18 +136,35 @@ fn unix_seconds() -> u64 {
 struct Subscriber<'a> {
     conn: ConnectionId,
     ctx: &'a CableContext,
-    subscriptions: HashSet<Arc<str>>,
+    /// identifier -> the last offset sent on it (0: none, or no history).
+    subscriptions: HashMap<Arc<str>, u64>,
 }
 
 impl Subscriber<'_> {
+    /// Whether a live frame still has to be sent: a replay may already have sent it, and the
+    /// subscription may be gone. Records it as sent.
+    fn is_news(&mut self, queued: &Queued) -> bool {
+        let Some(last) = self.subscriptions.get_mut(&queued.identifier) else {
+            return false;
+        };
+        if queued.offset == 0 {
+            return true;
+        }
+        if queued.offset <= *last {
+            return false;
+        }
+        *last = queued.offset;
+        true
+    }
+
     /// Carries out one command frame; returns the frames to answer with. Frames we cannot use
     /// are logged and dropped, as ActionCable does: the socket stays up.
     async fn command(&mut self, text: &str) -> Vec<String> {
         match Command::parse(text) {
-            Ok(Command::Subscribe { identifier }) => vec![self.subscribe(identifier).await],
+            Ok(Command::Subscribe { identifier }) => self.subscribe(identifier).await,
             Ok(Command::Unsubscribe { identifier }) => {
                 let identifier: Arc<str> = identifier.into();
-                if self.subscriptions.remove(&identifier) {
+                if self.subscriptions.remove(&identifier).is_some() {
                     self.ctx.hub.unsubscribe(self.conn, identifier).await;
                 }
                 Vec::new()
@@ -151,38 +180,62 @@ impl Subscriber<'_> {
         }
     }
 
-    async fn subscribe(&mut self, identifier: String) -> String {
-        let stream = match Identifier::parse(&identifier) {
+    /// Subscribes, then replays what the page has not seen: everything after the position in
+    /// the identifier, or a refresh when that is no longer kept. Live frames queue from the
+    /// moment of subscribing; those the replay already covered are skipped by [`is_news`].
+    async fn subscribe(&mut self, identifier: String) -> Vec<String> {
+        let (stream, since) = match Identifier::parse(&identifier) {
             Some(Identifier {
                 channel,
                 signed_stream_name: Some(signed),
-            }) if channel == TURBO_STREAMS_CHANNEL => self.ctx.signer.verify(&signed),
-            _ => None,
+                since,
+            }) if channel == TURBO_STREAMS_CHANNEL => (self.ctx.signer.verify(&signed), since),
+            _ => (None, None),
         };
         let Some(stream) = stream else {
             tracing::info!(
                 identifier,
                 "rejecting a subscription to an unknown channel or stream"
             );
-            return protocol::reject(&identifier);
+            return vec![protocol::reject(&identifier)];
         };
         let identifier: Arc<str> = identifier.into();
-        if !self.subscriptions.contains(&identifier)
-            && self.subscriptions.len() >= self.ctx.config.max_subscriptions
-        {
-            tracing::info!("rejecting a subscription over the per-connection limit");
-            return protocol::reject(&identifier);
+        if self.subscriptions.contains_key(&identifier) {
+            // A repeated subscribe (the client's guarantor retrying): confirm, replay nothing.
+            return vec![protocol::confirm(&identifier)];
         }
-        if self
+        if self.subscriptions.len() >= self.ctx.config.max_subscriptions {
+            tracing::info!("rejecting a subscription over the per-connection limit");
+            return vec![protocol::reject(&identifier)];
+        }
+        if !self
             .ctx
             .hub
-            .subscribe(self.conn, stream.into(), identifier.clone())
+            .subscribe(self.conn, stream.as_str().into(), identifier.clone())
             .await
         {
-            self.subscriptions.insert(identifier.clone());
-            protocol::confirm(&identifier)
-        } else {
-            protocol::reject(&identifier)
+            return vec![protocol::reject(&identifier)];
         }
+        let mut frames = vec![protocol::confirm(&identifier)];
+        let mut last = 0;
+        if let Some(since) = since {
+            match self.ctx.pubsub.replay(&stream, since.offset).await {
+                Some(replay) if replay.complete && *replay.epoch == since.epoch => {
+                    last = since.offset;
+                    for (offset, payload) in replay.messages {
+                        frames.push(protocol::message(&identifier, &payload));
+                        last = offset;
+                    }
+                }
+                Some(_) => {
+                    tracing::debug!(stream, "history does not reach back far enough: refresh");
+                    let refresh = TurboStream::new().refresh();
+                    frames.push(protocol::message(&identifier, refresh.as_str()));
+                }
+                None => {}
+            }
+        }
+        self.subscriptions.insert(identifier, last);
+        frames
     }
 }

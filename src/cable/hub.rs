@@ -10,6 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Instant,
 };
 
 use bytestring::ByteString;
@@ -18,7 +19,19 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ConnectionId, protocol};
 
 /// Frames queued for one connection.
-pub type Outbound = mpsc::Sender<ByteString>;
+pub type Outbound = mpsc::Sender<Queued>;
+
+/// A frame waiting for its socket, with the instant its broadcast started out, so the socket
+/// can time the whole trip once the frame is written.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub frame: ByteString,
+    pub published: Instant,
+    /// The subscription it is for, and its offset in the stream (0: no history), so a socket
+    /// that is catching up can skip what its replay already sent.
+    pub identifier: Arc<str>,
+    pub offset: u64,
+}
 
 enum Command {
     Connect {
@@ -41,6 +54,8 @@ enum Command {
     Deliver {
         stream: Arc<str>,
         payload: Arc<str>,
+        offset: u64,
+        published: Instant,
     },
     Stats {
         reply: oneshot::Sender<HubStats>,
@@ -55,6 +70,8 @@ pub struct HubStats {
     pub streams: usize,
     /// Connections dropped so far because their queue was full.
     pub slow_disconnects: u64,
+    /// Frames queued to sockets so far (one per subscriber reached by a broadcast).
+    pub delivered: u64,
 }
 
 /// The way into the hub task.
@@ -114,7 +131,25 @@ impl HubHandle {
 
     /// Queues `payload` for every subscriber of `stream` on this process.
     pub async fn deliver(&self, stream: Arc<str>, payload: Arc<str>) {
-        let _ = self.tx.send(Command::Deliver { stream, payload }).await;
+        self.deliver_at(stream, payload, 0, Instant::now()).await;
+    }
+
+    /// [`deliver`](Self::deliver) for the message at `offset` of its stream's history, whose
+    /// broadcast started out at `published`.
+    pub async fn deliver_at(
+        &self,
+        stream: Arc<str>,
+        payload: Arc<str>,
+        offset: u64,
+        published: Instant,
+    ) {
+        let command = Command::Deliver {
+            stream,
+            payload,
+            offset,
+            published,
+        };
+        let _ = self.tx.send(command).await;
     }
 
     pub async fn stats(&self) -> HubStats {
@@ -138,6 +173,7 @@ struct Hub {
     /// stream -> identifier -> subscribed connections
     streams: HashMap<Arc<str>, HashMap<Arc<str>, HashSet<ConnectionId>>>,
     slow_disconnects: u64,
+    delivered: u64,
 }
 
 impl Hub {
@@ -163,7 +199,12 @@ impl Hub {
                 }
                 Command::Unsubscribe { conn, identifier } => self.unsubscribe(conn, &identifier),
                 Command::Disconnect { conn } => self.remove(conn),
-                Command::Deliver { stream, payload } => self.deliver(&stream, &payload),
+                Command::Deliver {
+                    stream,
+                    payload,
+                    offset,
+                    published,
+                } => self.deliver(&stream, &payload, offset, published),
                 Command::Stats { reply } => {
                     let _ = reply.send(HubStats {
                         connections: self.connections.len(),
@@ -174,6 +215,7 @@ impl Hub {
                             .sum(),
                         streams: self.streams.len(),
                         slow_disconnects: self.slow_disconnects,
+                        delivered: self.delivered,
                     });
                 }
             }
@@ -233,19 +275,24 @@ impl Hub {
         }
     }
 
-    fn deliver(&mut self, stream: &str, payload: &str) {
+    fn deliver(&mut self, stream: &str, payload: &str, offset: u64, published: Instant) {
         let Some(by_identifier) = self.streams.get(stream) else {
             return;
         };
         let mut gone = Vec::new();
         for (identifier, conns) in by_identifier {
-            let frame = ByteString::from(protocol::message(identifier, payload));
+            let frame = Queued {
+                frame: ByteString::from(protocol::message(identifier, payload)),
+                published,
+                identifier: identifier.clone(),
+                offset,
+            };
             for conn in conns {
                 let Some(connection) = self.connections.get(conn) else {
                     continue;
                 };
                 match connection.outbound.try_send(frame.clone()) {
-                    Ok(()) => {}
+                    Ok(()) => self.delivered += 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(conn = conn.0, "disconnecting a client that fell behind");
                         self.slow_disconnects += 1;
@@ -286,14 +333,15 @@ mod tests {
 
         hub.deliver("rooms:1".into(), "<p>hi</p>".into()).await;
         hub.deliver("rooms:3".into(), "nobody".into()).await;
-        let frame = rx_a.recv().await.unwrap();
-        let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        let queued = rx_a.recv().await.unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&queued.frame).unwrap();
         assert_eq!(frame["message"], "<p>hi</p>");
         assert_eq!(frame["identifier"], &*id("one"));
         let stats = hub.stats().await;
         assert!(rx_a.try_recv().is_err(), "delivered once");
         assert!(rx_b.try_recv().is_err(), "other streams get nothing");
         assert_eq!(stats.subscriptions, 2);
+        assert_eq!(stats.delivered, 1);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub use hub::HubHandle;
 pub use streams::StreamSigner;
 
 use crate::{
+    metrics::Metrics,
     models::RoomId,
     pubsub::{Envelope, PubSub, Topic},
     views::turbo_stream::TurboStream,
@@ -56,11 +57,22 @@ pub fn room_stream(room: RoomId) -> String {
 #[derive(Clone)]
 pub struct Broadcaster {
     pubsub: PubSub,
+    metrics: Metrics,
 }
 
 impl Broadcaster {
     pub fn new(pubsub: PubSub) -> Self {
-        Self { pubsub }
+        Self {
+            pubsub,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Counts what is published in `metrics` (a new broadcaster counts into a registry of its
+    /// own that nobody reads).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends `stream` to the room. The change it describes is already committed, so a failure
@@ -71,8 +83,9 @@ impl Broadcaster {
             room_stream(room),
             Arc::<str>::from(stream.as_str()),
         );
-        if let Err(err) = self.pubsub.publish(envelope).await {
-            tracing::warn!(%room, error = %err, "broadcast failed");
+        match self.pubsub.publish(envelope).await {
+            Ok(()) => self.metrics.broadcasts_published.inc(),
+            Err(err) => tracing::warn!(%room, error = %err, "broadcast failed"),
         }
     }
 }

@@ -47,18 +47,58 @@ impl Command {
     }
 }
 
-/// What a subscription identifier names: the channel and its signed stream.
-#[derive(Debug, PartialEq, Eq, Deserialize)]
+/// What a subscription identifier names: the channel and its signed stream, and, when the page
+/// rendered them, where in the stream's history the page stands (`data-epoch`, `data-offset`).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Identifier {
     pub channel: String,
-    #[serde(default)]
     pub signed_stream_name: Option<String>,
+    pub since: Option<Since>,
+}
+
+/// The history position a subscriber has seen up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+#[derive(Deserialize)]
+struct RawIdentifier {
+    channel: String,
+    #[serde(default)]
+    signed_stream_name: Option<String>,
+    #[serde(default)]
+    epoch: Option<String>,
+    /// A string when it comes from a `data-*` attribute, a number from other clients.
+    #[serde(default)]
+    offset: Option<serde_json::Value>,
 }
 
 impl Identifier {
-    /// The identifier is itself JSON, carried as a string.
+    /// The identifier is itself JSON, carried as a string. An offset that is not a whole
+    /// number makes the identifier invalid.
     pub fn parse(identifier: &str) -> Option<Self> {
-        serde_json::from_str(identifier).ok()
+        let raw: RawIdentifier = serde_json::from_str(identifier).ok()?;
+        let offset = match raw.offset {
+            None => None,
+            Some(serde_json::Value::Number(n)) => Some(n.as_u64()?),
+            Some(serde_json::Value::String(s)) => Some(
+                s.parse()
+                    .ok()
+                    .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))?,
+            ),
+            Some(_) => return None,
+        };
+        let since = match (raw.epoch, offset) {
+            (Some(epoch), Some(offset)) => Some(Since { epoch, offset }),
+            _ => None,
+        };
+        Some(Self {
+            channel: raw.channel,
+            signed_stream_name: raw.signed_stream_name,
+            since,
+        })
     }
 }
 
@@ -164,7 +204,35 @@ mod tests {
         let id = Identifier::parse(ID).unwrap();
         assert_eq!(id.channel, TURBO_STREAMS_CHANNEL);
         assert_eq!(id.signed_stream_name.as_deref(), Some("abc--def"));
+        assert_eq!(id.since, None);
         assert_eq!(Identifier::parse("not json"), None);
+    }
+
+    #[test]
+    fn a_page_position_rides_in_the_identifier_as_text_or_number() {
+        let since = |offset: serde_json::Value| {
+            let id = json!({"channel": TURBO_STREAMS_CHANNEL, "signed_stream_name": "s",
+                            "epoch": "e1", "offset": offset});
+            Identifier::parse(&id.to_string()).map(|id| id.since)
+        };
+        let at = |offset| {
+            Some(Some(Since {
+                epoch: "e1".into(),
+                offset,
+            }))
+        };
+        assert_eq!(since(json!("12")), at(12));
+        assert_eq!(since(json!(12)), at(12));
+        for bad in [
+            json!("-1"),
+            json!("+1"),
+            json!("x"),
+            json!(1.5),
+            json!(-1),
+            json!([]),
+        ] {
+            assert_eq!(since(bad.clone()), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use actix_web::{HttpRequest, HttpResponse, web};
+use tracing::Instrument as _;
 
 use crate::{
     cable::{connection, protocol},
@@ -22,12 +23,18 @@ pub async fn connect(
     let (response, session, messages) =
         actix_ws::handle_with_protocols(&req, body, &[protocol::SUBPROTOCOL])
             .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
-    actix_web::rt::spawn(connection::serve(
-        session,
-        messages,
-        user,
-        state.cable.clone(),
-        state.shutdown.clone(),
-    ));
+    // Created inside the upgrade request's span, so the socket's lines carry its request id
+    // for as long as the socket lives.
+    let span = tracing::info_span!("socket", kind = "cable");
+    actix_web::rt::spawn(
+        connection::serve(
+            session,
+            messages,
+            user,
+            state.cable.clone(),
+            state.shutdown.clone(),
+        )
+        .instrument(span),
+    );
     Ok(response)
 }

@@ -4,6 +4,7 @@
 
 mod cable;
 mod health;
+mod metrics;
 mod presence;
 mod rooms;
 mod sessions;
@@ -23,6 +24,7 @@ use crate::{assets, form_guard, session, views::turbo_stream};
 /// inside the session and form-guard middleware.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/up", web::get().to(health::up))
+        .route("/metrics", web::get().to(metrics::show))
         .route("/cable", web::get().to(cable::connect))
         .route(
             "/rooms/{room_id}/presence",

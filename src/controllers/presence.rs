@@ -1,4 +1,5 @@
 use actix_web::{HttpRequest, HttpResponse, web};
+use tracing::Instrument as _;
 
 use super::rooms::room_id;
 use crate::{error::AppError, presence::connection, session::Sessions, startup::AppState};
@@ -19,13 +20,18 @@ pub async fn connect(
     let user = sessions.user(&req);
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
-    actix_web::rt::spawn(connection::serve(
-        session,
-        messages,
-        user,
-        room.id,
-        state.presence.clone(),
-        state.shutdown.clone(),
-    ));
+    // A child of the upgrade request's span: the socket's lines carry its request id.
+    let span = tracing::info_span!("socket", kind = "presence", room = %room.id);
+    actix_web::rt::spawn(
+        connection::serve(
+            session,
+            messages,
+            user,
+            room.id,
+            state.presence.clone(),
+            state.shutdown.clone(),
+        )
+        .instrument(span),
+    );
     Ok(response)
 }

@@ -100,10 +100,14 @@ pub async fn render_room(
     room_id: RoomId,
     forms: RoomForms,
 ) -> Result<String, AppError> {
+    let stream = room_stream(room_id);
+    // Where the room's stream stands, read BEFORE the tasks: anything published after this
+    // point is replayed to the page when it subscribes, so no change can fall in between.
+    let position = state.pubsub.position(&stream).await;
     let room = state.store.find_room(room_id).await?;
     let tasks = state.store.list_tasks(room_id).await?;
     let counts = state.store.room_counts(room_id).await?;
-    let signed_stream = state.cable.signer.sign(&room_stream(room_id));
+    let signed_stream = state.cable.signer.sign(&stream);
     views::rooms::show(
         &state.views,
         page,
@@ -115,6 +119,7 @@ pub async fn render_room(
             rename: &forms.rename,
             focus: forms.focus.as_ref(),
             signed_stream: &signed_stream,
+            position: position.as_ref(),
         },
     )
 }

@@ -91,6 +91,8 @@ enum Command {
 pub struct PresenceStats {
     pub connections: usize,
     pub rooms: usize,
+    /// Sockets closed so far because their queue was full.
+    pub slow_disconnects: u64,
 }
 
 /// The way into the presence task.
@@ -118,6 +120,7 @@ impl PresenceHandle {
             outgoing,
             next_id: AtomicU64::new(1),
             stopped: false,
+            slow_disconnects: 0,
         };
         tokio::spawn(server.run(rx));
         Self { tx, config }
@@ -223,6 +226,7 @@ struct Server {
     next_id: AtomicU64,
     /// Set once this node has said goodbye: it no longer speaks for itself.
     stopped: bool,
+    slow_disconnects: u64,
 }
 
 impl Server {
@@ -285,6 +289,7 @@ impl Server {
                 let _ = reply.send(PresenceStats {
                     connections: self.conns.len(),
                     rooms: self.presence.room_count(),
+                    slow_disconnects: self.slow_disconnects,
                 });
             }
             Command::Stop { .. } => {}
@@ -427,12 +432,17 @@ impl Server {
             if Some(socket.person.id) == except {
                 continue;
             }
-            if socket.outbound.try_send(frame.clone()).is_err() {
-                slow.push(*conn);
+            match socket.outbound.try_send(frame.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push((*conn, true)),
+                Err(mpsc::error::TrySendError::Closed(_)) => slow.push((*conn, false)),
             }
         }
-        for conn in slow {
-            tracing::warn!(conn = conn.0, "closing a presence socket that fell behind");
+        for (conn, fell_behind) in slow {
+            if fell_behind {
+                tracing::warn!(conn = conn.0, "closing a presence socket that fell behind");
+                self.slow_disconnects += 1;
+            }
             self.close(conn);
         }
     }

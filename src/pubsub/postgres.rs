@@ -244,6 +244,10 @@ impl PostgresPubSub {
         self.inner.listener.health()
     }
 
+    pub fn reconnects(&self) -> u64 {
+        self.inner.listener.reconnects()
+    }
+
     pub async fn shutdown(&self) {
         self.inner.listener.shutdown().await;
         self.inner.pool.close();

@@ -140,6 +140,10 @@ impl RedisPubSub {
         self.inner.subscriber.health()
     }
 
+    pub fn reconnects(&self) -> u64 {
+        self.inner.subscriber.reconnects()
+    }
+
     pub async fn shutdown(&self) {
         self.inner.subscriber.shutdown().await;
         drop(

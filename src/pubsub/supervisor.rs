@@ -6,7 +6,10 @@
 
 use std::{
     future::Future,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -58,6 +61,9 @@ pub(super) struct Supervisor {
     /// Dropping it (with the adapter's last handle) stops the task as surely as sending `true`.
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Successful reconnections so far, for the metrics: health alone cannot show an outage
+    /// that came and went between two scrapes.
+    reconnects: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -66,13 +72,25 @@ impl Supervisor {
     pub(super) fn spawn<F: Feed>(feed: F, connection: F::Connection) -> Self {
         let (health_tx, health_rx) = watch::channel(Health::Healthy);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(feed, connection, health_tx, stop_rx));
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(supervise(
+            feed,
+            connection,
+            health_tx,
+            stop_rx,
+            reconnects.clone(),
+        ));
         Self {
             role: F::ROLE,
             health: health_rx,
             stop: stop_tx,
             task: Mutex::new(Some(task)),
+            reconnects,
         }
+    }
+
+    pub(super) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     pub(super) fn health(&self) -> Health {
@@ -110,6 +128,7 @@ async fn supervise<F: Feed>(
     mut connection: F::Connection,
     health: watch::Sender<Health>,
     mut stop: watch::Receiver<bool>,
+    reconnects: Arc<AtomicU64>,
 ) {
     let (backend, role) = (F::BACKEND, F::ROLE);
     let why_stopped = loop {
@@ -126,6 +145,7 @@ async fn supervise<F: Feed>(
             None => break "shut down",
         }
         health.send_replace(Health::Healthy);
+        reconnects.fetch_add(1, Ordering::Relaxed);
         feed.reconnected();
     };
     health.send_replace(Health::Degraded(format!("{backend} {role} {why_stopped}")));
@@ -310,8 +330,10 @@ mod tests {
             Health::Degraded("Test feed reconnecting (attempt 1 failed: refused)".into())
         );
 
+        assert_eq!(supervisor.reconnects(), 0);
         steering.connects.send(Ok(())).unwrap();
         assert_eq!(health_after(&supervisor, &failed).await, Health::Healthy);
+        assert_eq!(supervisor.reconnects(), 1);
 
         supervisor.shutdown().await;
         assert_eq!(

@@ -5,6 +5,7 @@ use super::{FormState, Page, Views, tasks::TaskItem, turbo_stream::TurboStream};
 use crate::{
     error::AppError,
     models::{Room, RoomCounts, RoomSummary, Task, TaskId},
+    pubsub::Position,
 };
 
 /// `room_7`: the room's header, which holds its name.
@@ -45,6 +46,9 @@ pub struct RoomPage<'a> {
     pub focus: Option<&'a Focus>,
     /// The room's stream name, signed, for the page's cable subscription.
     pub signed_stream: &'a str,
+    /// Where the stream stood when the page's data was read; the subscription asks for
+    /// everything after it.
+    pub position: Option<&'a Position>,
 }
 
 pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<String, AppError> {
@@ -67,6 +71,10 @@ pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<
     context.insert("new_task", room_page.new_task);
     context.insert("rename", room_page.rename);
     context.insert("signed_stream", room_page.signed_stream);
+    if let Some(position) = room_page.position {
+        context.insert("stream_epoch", &*position.epoch);
+        context.insert("stream_offset", &position.offset);
+    }
     views.page("rooms/show.html", page, context)
 }
 

@@ -55,6 +55,13 @@ impl TurboStream {
         self.action("remove", target, None)
     }
 
+    /// Tells the page to reload itself (Turbo 8 morphs it in place when the page says so).
+    pub fn refresh(mut self) -> Self {
+        self.0
+            .push_str("<turbo-stream action=\"refresh\"></turbo-stream>\n");
+        self
+    }
+
     /// Appends every action of `other`.
     pub fn and(mut self, other: &TurboStream) -> Self {
         self.0.push_str(&other.0);

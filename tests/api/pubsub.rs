@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use tasksync::pubsub::{AdapterConfig, Envelope, Health, PubSub, PublishError, Topic};
+use tasksync::pubsub::{
+    AdapterConfig, Envelope, Health, HistoryWindow, PubSub, PublishError, Topic,
+};
 use tokio::{sync::mpsc, time::timeout};
 
 /// How long an envelope may take to reach every process.
@@ -26,10 +28,13 @@ struct Process {
 impl Process {
     async fn start(name: &'static str, config: &AdapterConfig) -> Self {
         let (tx, inbox) = mpsc::channel(64);
-        let adapter = timeout(Duration::from_secs(20), PubSub::start(config, tx))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: the adapter did not start within 20 s"))
-            .unwrap_or_else(|e| panic!("{name}: the adapter cannot start: {e:#}"));
+        let adapter = timeout(
+            Duration::from_secs(20),
+            PubSub::start(config, HistoryWindow::default(), tx),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the adapter did not start within 20 s"))
+        .unwrap_or_else(|e| panic!("{name}: the adapter cannot start: {e:#}"));
         assert_eq!(adapter.health(), Health::Healthy, "{name} starts healthy");
         Self {
             name,
@@ -127,9 +132,12 @@ async fn assert_reaches_both(from: usize, processes: &mut [Process; 2], envelope
 async fn assert_start_fails_fast(config: AdapterConfig, secret: &str, address: &str) {
     let (tx, _inbox) = mpsc::channel(1);
     let started = tokio::time::Instant::now();
-    let result = timeout(Duration::from_secs(15), PubSub::start(&config, tx))
-        .await
-        .expect("start gives up within 15 s when the server is unreachable");
+    let result = timeout(
+        Duration::from_secs(15),
+        PubSub::start(&config, HistoryWindow::default(), tx),
+    )
+    .await
+    .expect("start gives up within 15 s when the server is unreachable");
     let Err(err) = result else {
         panic!("start succeeded against an unreachable server");
     };

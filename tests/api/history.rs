@@ -1,0 +1,187 @@
+//! Stream history: a page never misses a change made between its render and its subscription,
+//! a client that comes back is replayed what it missed, in order and once, and one that was
+//! away too long (or whose history was reset) is told to refresh.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    cable_client::{Cable, signed_stream_in},
+    helpers::{Backend, TestApp, spawn, spawn_with},
+};
+
+/// The subscription identifier `@hotwired/turbo-rails` builds from the room page's
+/// `<turbo-cable-stream-source>`: its channel and signed name plus every `data-*` attribute.
+fn page_identifier(html: &str) -> String {
+    let attribute = |name: &str| {
+        let marker = format!("{name}=\"");
+        let start = html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("{name} on the page"))
+            + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    json!({
+        "channel": "Turbo::StreamsChannel",
+        "signed_stream_name": signed_stream_in(html),
+        "epoch": attribute("data-epoch"),
+        "offset": attribute("data-offset"),
+    })
+    .to_string()
+}
+
+async fn subscribe(app: &TestApp, identifier: &str) -> Cable {
+    let mut cable = Cable::connect(app).await;
+    assert_eq!(cable.next().await["type"], "welcome");
+    assert_eq!(
+        cable.subscribe(identifier).await["type"],
+        "confirm_subscription"
+    );
+    cable
+}
+
+/// Every broadcast that arrives within `wait`, as HTML.
+async fn received(cable: &mut Cable, wait: Duration) -> Vec<String> {
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(frame) = tokio::time::timeout_at(deadline, cable.next()).await {
+        if let Some(html) = frame["message"].as_str() {
+            messages.push(html.to_owned());
+        }
+    }
+    messages
+}
+
+fn appended_titles(messages: &[String]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.starts_with("<turbo-stream action=\"append\""))
+        .map(|m| {
+            let start =
+                m.find("<p class=\"task__title\">").unwrap() + "<p class=\"task__title\">".len();
+            m[start..].split('<').next().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_change_made_between_render_and_subscription_still_reaches_the_page() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    assert!(
+        page.contains("data-epoch=\"") && page.contains("data-offset=\"0\""),
+        "{page}"
+    );
+
+    let grace = app.new_visitor();
+    grace.sign_in("Grace").await;
+    grace
+        .create_task(room, "Between render and subscribe")
+        .await;
+
+    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    let messages = received(&mut cable, Duration::from_millis(500)).await;
+    assert_eq!(appended_titles(&messages), ["Between render and subscribe"]);
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_is_replayed_what_it_missed_in_order_and_once() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    let identifier = page_identifier(&page);
+    let mut cable = subscribe(&app, &identifier).await;
+    app.create_task(room, "one").await;
+    assert_eq!(
+        appended_titles(&received(&mut cable, Duration::from_millis(300)).await),
+        ["one"]
+    );
+
+    // Away: the network drops; others carry on.
+    drop(cable);
+    for title in ["two", "three", "four"] {
+        app.create_task(room, title).await;
+    }
+    // Back: the stock client subscribes again with the identifier it was created with.
+    let mut cable = subscribe(&app, &identifier).await;
+    app.create_task(room, "five").await;
+    let titles = appended_titles(&received(&mut cable, Duration::from_millis(500)).await);
+    assert_eq!(titles, ["one", "two", "three", "four", "five"]);
+}
+
+#[tokio::test]
+async fn changes_made_during_a_replay_arrive_once_and_in_order() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    for i in 0..10 {
+        app.create_task(room, &format!("before {i:02}")).await;
+    }
+    let poster = app.new_visitor();
+    poster.sign_in("Poster").await;
+    let posting = {
+        let poster = poster;
+        tokio::spawn(async move {
+            for i in 0..20 {
+                poster.create_task(room, &format!("during {i:02}")).await;
+            }
+        })
+    };
+    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    posting.await.unwrap();
+    let titles = appended_titles(&received(&mut cable, Duration::from_millis(800)).await);
+    let mut expected: Vec<String> = (0..10).map(|i| format!("before {i:02}")).collect();
+    expected.extend((0..20).map(|i| format!("during {i:02}")));
+    assert_eq!(titles, expected);
+}
+
+#[tokio::test]
+async fn a_client_away_longer_than_the_window_is_told_to_refresh() {
+    let app = spawn_with(Backend::Sqlite, |s| s.history_limit = 3).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    for i in 0..5 {
+        app.create_task(room, &format!("task {i}")).await;
+    }
+    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    let messages = received(&mut cable, Duration::from_millis(400)).await;
+    assert_eq!(
+        messages,
+        ["<turbo-stream action=\"refresh\"></turbo-stream>\n"]
+    );
+}
+
+#[tokio::test]
+async fn a_page_from_before_a_restart_is_told_to_refresh() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    let mut identifier: Value = serde_json::from_str(&page_identifier(&page)).unwrap();
+    identifier["epoch"] = json!("an-epoch-that-is-gone");
+    let mut cable = subscribe(&app, &identifier.to_string()).await;
+    let messages = received(&mut cable, Duration::from_millis(300)).await;
+    assert_eq!(
+        messages,
+        ["<turbo-stream action=\"refresh\"></turbo-stream>\n"]
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_offset_is_rejected_like_any_bad_identifier() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    let mut identifier: Value = serde_json::from_str(&page_identifier(&page)).unwrap();
+    for bad in [json!("-1"), json!("abc"), json!(1.5), json!({"x": 1})] {
+        identifier["offset"] = bad.clone();
+        let mut cable = Cable::connect(&app).await;
+        cable.next().await;
+        assert_eq!(
+            cable.subscribe(&identifier.to_string()).await["type"],
+            "reject_subscription",
+            "{bad}"
+        );
+    }
+}
