@@ -199,10 +199,10 @@ impl PubSub {
         Ok(match config {
             AdapterConfig::InProcess => PubSub::InProcess(InProcess::new(window, inbox)),
             AdapterConfig::Postgres { url } => {
-                PubSub::Postgres(PostgresPubSub::start(url, inbox).await?)
+                PubSub::Postgres(PostgresPubSub::start(url, window, inbox).await?)
             }
             AdapterConfig::Redis { url, channel } => {
-                PubSub::Redis(RedisPubSub::start(url, channel, inbox).await?)
+                PubSub::Redis(RedisPubSub::start(url, channel, window, inbox).await?)
             }
         })
     }
@@ -220,7 +220,8 @@ impl PubSub {
     pub async fn position(&self, stream: &str) -> Option<Position> {
         match self {
             PubSub::InProcess(a) => Some(a.position(stream).await),
-            PubSub::Postgres(_) | PubSub::Redis(_) => None,
+            PubSub::Postgres(a) => a.position(stream).await,
+            PubSub::Redis(a) => a.position(stream).await,
         }
     }
 
@@ -228,7 +229,8 @@ impl PubSub {
     pub async fn replay(&self, stream: &str, after: u64) -> Option<Replay> {
         match self {
             PubSub::InProcess(a) => Some(a.replay(stream, after).await),
-            PubSub::Postgres(_) | PubSub::Redis(_) => None,
+            PubSub::Postgres(a) => a.replay(stream, after).await,
+            PubSub::Redis(a) => a.replay(stream, after).await,
         }
     }
 

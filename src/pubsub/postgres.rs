@@ -10,7 +10,15 @@
 //! once a minute each, which keeps the table to a few minutes of large broadcasts. When the
 //! listening connection drops, the adapter reports `Degraded`, refuses publishes, reconnects
 //! with jittered exponential backoff and LISTENs again; notifications sent while it was away are
-//! lost, as LISTEN/NOTIFY keeps nothing for absent listeners.
+//! lost, as LISTEN/NOTIFY keeps nothing for absent listeners, which is what the stream history
+//! is for.
+//!
+//! Cable messages also go into the stream history (`tasksync_stream_messages`): one transaction
+//! takes the stream's next offset (the upsert on `tasksync_streams` holds that row's lock until
+//! commit, so offsets follow commit order, which is NOTIFY's delivery order), keeps the message,
+//! drops what falls out of the count window, and notifies. A message too big to travel inline
+//! is announced as `hist\t<offset>\t<stream>` and read back from the history row. Replays read
+//! the same table; rows older than the time window are deleted at most once a minute.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -23,7 +31,7 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket, tls::NoTlsStream};
 
 use super::{
-    Envelope, Health, Inbox, PublishError,
+    Envelope, Health, HistoryWindow, Inbox, Position, PublishError, Replay, Topic,
     supervisor::{Ended, Feed, SHUTDOWN_GRACE, Supervisor, until_stopped},
 };
 use crate::store::redact;
@@ -68,6 +76,34 @@ const STORE_AND_NOTIFY: &str = "WITH stored AS (\
          INSERT INTO tasksync_pubsub_payloads (payload) VALUES ($3::text) RETURNING id) \
      SELECT pg_notify($1::text, $2::text || stored.id::text) FROM stored";
 const FETCH: &str = "SELECT payload FROM tasksync_pubsub_payloads WHERE id = $1";
+
+/// Marks a notification of a cable message too large to travel inline: it names the history
+/// row (`hist\t<offset>\t<stream>`) listeners read it back from.
+const HISTORY_PREFIX: &str = "hist\t";
+
+/// Appends a cable message to its stream's history and returns its offset. The upsert takes the
+/// stream's row lock until the transaction commits, so offsets are given in commit order, which
+/// is also the order NOTIFY delivers in. Rows beyond the count window go in the same statement.
+const APPEND: &str = "WITH next AS (\
+         INSERT INTO tasksync_streams (stream, last_offset) VALUES ($1, 1) \
+         ON CONFLICT (stream) DO UPDATE SET last_offset = tasksync_streams.last_offset + 1 \
+         RETURNING last_offset), \
+     kept AS (\
+         INSERT INTO tasksync_stream_messages (stream, stream_offset, payload) \
+         SELECT $1, last_offset, $2 FROM next RETURNING stream_offset), \
+     trimmed AS (\
+         DELETE FROM tasksync_stream_messages \
+         WHERE stream = $1 AND stream_offset <= (SELECT last_offset FROM next) - $3) \
+     SELECT stream_offset FROM kept";
+const LAST_OFFSET: &str = "SELECT last_offset FROM tasksync_streams WHERE stream = $1";
+const REPLAY: &str = "SELECT stream_offset, payload FROM tasksync_stream_messages \
+     WHERE stream = $1 AND stream_offset > $2 AND created_at > now() - make_interval(secs => $3) \
+     ORDER BY stream_offset LIMIT $4";
+const FETCH_HISTORY: &str =
+    "SELECT payload FROM tasksync_stream_messages WHERE stream = $1 AND stream_offset = $2";
+const TRIM_HISTORY: &str =
+    "DELETE FROM tasksync_stream_messages WHERE created_at < now() - make_interval(secs => $1)";
+const EPOCH: &str = "SELECT epoch FROM tasksync_stream_epoch LIMIT 1";
 const TRIM: &str =
     "DELETE FROM tasksync_pubsub_payloads WHERE created_at < now() - interval '5 minutes'";
 
@@ -78,9 +114,19 @@ enum Notified<'a> {
     Inline(&'a str),
     /// The id of the `tasksync_pubsub_payloads` row holding it.
     Stored(i64),
+    /// A cable message kept in the stream history: its offset and stream.
+    History(u64, &'a str),
 }
 
 fn classify(payload: &str) -> Notified<'_> {
+    if let Some(rest) = payload.strip_prefix(HISTORY_PREFIX)
+        && let Some((offset, stream)) = rest.split_once('\t')
+        && let Ok(offset) = offset.parse::<u64>()
+        && offset > 0
+        && !stream.is_empty()
+    {
+        return Notified::History(offset, stream);
+    }
     payload
         .strip_prefix(REFERENCE_PREFIX)
         .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
@@ -111,14 +157,23 @@ struct Inner {
     pool: Pool,
     listener: Supervisor,
     last_trim: Mutex<Option<Instant>>,
+    last_history_trim: Mutex<Option<Instant>>,
+    window: HistoryWindow,
+    epoch: Arc<str>,
 }
 
 impl Inner {
     fn trim_due(&self) -> bool {
-        let mut last = self
-            .last_trim
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        Self::due(&self.last_trim)
+    }
+
+    fn history_trim_due(&self) -> bool {
+        Self::due(&self.last_history_trim)
+    }
+
+    /// True at most once per `TRIM_EVERY` for the clock in `last`.
+    fn due(last: &Mutex<Option<Instant>>) -> bool {
+        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if last.is_some_and(|at| now.duration_since(at) < TRIM_EVERY) {
             return false;
@@ -129,7 +184,7 @@ impl Inner {
 }
 
 impl PostgresPubSub {
-    pub async fn start(url: &str, inbox: Inbox) -> anyhow::Result<Self> {
+    pub async fn start(url: &str, window: HistoryWindow, inbox: Inbox) -> anyhow::Result<Self> {
         let mut config: Config = url
             .parse()
             .with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?;
@@ -178,6 +233,16 @@ impl PostgresPubSub {
             )
         })?);
 
+        let epoch: String = pool
+            .get()
+            .await
+            .map_err(|err| anyhow::anyhow!(describe(&err)))?
+            .query_one(EPOCH, &[])
+            .await
+            .map_err(|err| anyhow::anyhow!(describe(&err)))
+            .and_then(|row| Ok(row.try_get(0)?))
+            .context("cannot read the stream history epoch (are the migrations applied?)")?;
+
         let notifications = Notifications {
             config: listener_config,
             pool: pool.clone(),
@@ -188,6 +253,9 @@ impl PostgresPubSub {
                 pool,
                 listener: Supervisor::spawn(notifications, listener),
                 last_trim: Mutex::new(None),
+                last_history_trim: Mutex::new(None),
+                window,
+                epoch: epoch.into(),
             }),
         })
     }
@@ -200,7 +268,13 @@ impl PostgresPubSub {
         if let Health::Degraded(reason) = self.health() {
             return Err(PublishError::Unavailable(reason));
         }
-        tokio::time::timeout(PUBLISH_TIMEOUT, self.send(envelope.encode()))
+        let publish = async {
+            match envelope.topic {
+                Topic::Cable => self.append(envelope).await,
+                Topic::Presence => self.send(envelope.encode()).await,
+            }
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
             .await
             .unwrap_or_else(|_| {
                 Err(PublishError::Unavailable(
@@ -238,6 +312,120 @@ impl PostgresPubSub {
             tracing::warn!(error = %describe(&err), "cannot trim old pub/sub payloads");
         }
         Ok(())
+    }
+
+    /// Keeps a cable message in its stream's history and notifies every listener, in one
+    /// transaction: the notification goes out at commit, after the row is there to read.
+    async fn append(&self, mut envelope: Envelope) -> Result<(), PublishError> {
+        let unavailable = |err: tokio_postgres::Error| PublishError::Unavailable(describe(&err));
+        let mut client = self.inner.pool.get().await.map_err(|err| match err {
+            PoolError::Closed => PublishError::Closed,
+            err => PublishError::Unavailable(describe(&err)),
+        })?;
+        let limit = i64::try_from(self.inner.window.limit).unwrap_or(i64::MAX);
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let append = tx.prepare_cached(APPEND).await.map_err(unavailable)?;
+        let row = tx
+            .query_one(&append, &[&&*envelope.stream, &&*envelope.payload, &limit])
+            .await
+            .map_err(unavailable)?;
+        let offset: i64 = row.try_get(0).map_err(unavailable)?;
+        envelope.offset = u64::try_from(offset).unwrap_or_default();
+        let text = envelope.encode();
+        let note = if text.len() <= INLINE_LIMIT {
+            text
+        } else {
+            format!("{HISTORY_PREFIX}{offset}\t{}", envelope.stream)
+        };
+        let notify = tx.prepare_cached(NOTIFY).await.map_err(unavailable)?;
+        tx.execute(&notify, &[&CHANNEL, &note])
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        if self.inner.history_trim_due() {
+            let ttl = self.inner.window.ttl.as_secs_f64();
+            if let Err(err) = client.execute(TRIM_HISTORY, &[&ttl]).await {
+                tracing::warn!(error = %describe(&err), "cannot trim old stream history");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `stream`'s history stands; `None` if the database cannot say right now (the page
+    /// then renders without a position and is served live only).
+    pub async fn position(&self, stream: &str) -> Option<Position> {
+        match self.last_offset(stream).await {
+            Ok(offset) => Some(Position {
+                epoch: self.inner.epoch.clone(),
+                offset,
+            }),
+            Err(err) => {
+                tracing::warn!(stream, error = %err, "cannot read a stream position");
+                None
+            }
+        }
+    }
+
+    async fn last_offset(&self, stream: &str) -> Result<u64, String> {
+        let client = self.inner.pool.get().await.map_err(|err| describe(&err))?;
+        let row = client
+            .query_opt(LAST_OFFSET, &[&stream])
+            .await
+            .map_err(|err| describe(&err))?;
+        let offset: i64 = match row {
+            Some(row) => row.try_get(0).map_err(|err| describe(&err))?,
+            None => 0,
+        };
+        Ok(u64::try_from(offset).unwrap_or_default())
+    }
+
+    /// What `stream` published after `after`. When the database cannot say, the answer is
+    /// "incomplete", so the client refreshes rather than silently missing messages.
+    pub async fn replay(&self, stream: &str, after: u64) -> Option<Replay> {
+        let (messages, complete) = match self.try_replay(stream, after).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(stream, error = %err, "cannot replay stream history");
+                (Vec::new(), false)
+            }
+        };
+        Some(Replay {
+            epoch: self.inner.epoch.clone(),
+            messages,
+            complete,
+        })
+    }
+
+    async fn try_replay(
+        &self,
+        stream: &str,
+        after: u64,
+    ) -> Result<(Vec<(u64, Arc<str>)>, bool), String> {
+        let last = self.last_offset(stream).await?;
+        if after >= last {
+            // Nothing missed, or a position from the future (a reset history): only the first
+            // is complete.
+            return Ok((Vec::new(), after == last));
+        }
+        let client = self.inner.pool.get().await.map_err(|err| describe(&err))?;
+        let after_i64 = i64::try_from(after).map_err(|_| "offset out of range".to_owned())?;
+        let ttl = self.inner.window.ttl.as_secs_f64();
+        let limit = i64::try_from(self.inner.window.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(REPLAY, &[&stream, &after_i64, &ttl, &limit])
+            .await
+            .map_err(|err| describe(&err))?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let offset: i64 = row.try_get(0).map_err(|err| describe(&err))?;
+            let payload: String = row.try_get(1).map_err(|err| describe(&err))?;
+            messages.push((u64::try_from(offset).unwrap_or_default(), payload.into()));
+        }
+        // Kept offsets are contiguous up to the last, so the replay is complete exactly when it
+        // starts right after what the client has and reaches the last.
+        let complete = messages.first().is_some_and(|(o, _)| *o == after + 1)
+            && messages.last().is_some_and(|(o, _)| *o == last);
+        Ok((messages, complete))
     }
 
     pub fn health(&self) -> Health {
@@ -405,6 +593,24 @@ struct InboxClosed;
 async fn deliver(payload: &str, pool: &Pool, inbox: &Inbox) -> Result<(), InboxClosed> {
     let envelope = match classify(payload) {
         Notified::Inline(text) => Envelope::decode(text),
+        Notified::History(offset, stream) => match fetch_history(pool, stream, offset).await {
+            Ok(Some(text)) => Some(Envelope {
+                offset,
+                ..Envelope::new(Topic::Cable, stream, text)
+            }),
+            Ok(None) => {
+                tracing::warn!(
+                    stream,
+                    offset,
+                    "a stream message is gone from history; dropping it"
+                );
+                return Ok(());
+            }
+            Err(err) => {
+                tracing::warn!(stream, offset, error = %err, "cannot read a stream message; dropping it");
+                return Ok(());
+            }
+        },
         Notified::Stored(id) => match fetch_stored(pool, id).await {
             Ok(Some(text)) => Envelope::decode(&text),
             Ok(None) => {
@@ -423,6 +629,18 @@ async fn deliver(payload: &str, pool: &Pool, inbox: &Inbox) -> Result<(), InboxC
         return Ok(());
     };
     inbox.send(envelope).await.map_err(|_| InboxClosed)
+}
+
+async fn fetch_history(pool: &Pool, stream: &str, offset: u64) -> Result<Option<String>, String> {
+    let client = pool.get().await.map_err(|err| describe(&err))?;
+    let offset = i64::try_from(offset).map_err(|_| "offset out of range".to_owned())?;
+    let row = client
+        .query_opt(FETCH_HISTORY, &[&stream, &offset])
+        .await
+        .map_err(|err| describe(&err))?;
+    row.map(|row| row.try_get(0))
+        .transpose()
+        .map_err(|err| describe(&err))
 }
 
 async fn fetch_stored(pool: &Pool, id: i64) -> Result<Option<String>, String> {
@@ -447,6 +665,18 @@ mod tests {
     #[test]
     fn references_name_a_positive_row_id() {
         assert_eq!(classify("ref\t42"), Notified::Stored(42));
+        assert_eq!(
+            classify("hist\t7\trooms:3"),
+            Notified::History(7, "rooms:3")
+        );
+        for odd in [
+            "hist\t0\trooms:3",
+            "hist\tx\trooms:3",
+            "hist\t7\t",
+            "hist\t7",
+        ] {
+            assert_eq!(classify(odd), Notified::Inline(odd), "{odd:?}");
+        }
         assert_eq!(
             classify(&format!("{REFERENCE_PREFIX}{}", i64::MAX)),
             Notified::Stored(i64::MAX)

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    Envelope, Health, Inbox, PublishError,
+    Envelope, Health, HistoryWindow, Inbox, Position, PublishError, Replay,
     supervisor::{Ended, Feed, Supervisor, until_stopped},
 };
 use crate::store::redact;
@@ -73,7 +73,14 @@ struct Inner {
 }
 
 impl RedisPubSub {
-    pub async fn start(url: &str, channel: &str, inbox: Inbox) -> anyhow::Result<Self> {
+    pub async fn start(
+        url: &str,
+        channel: &str,
+        window: HistoryWindow,
+        inbox: Inbox,
+    ) -> anyhow::Result<Self> {
+        let _ = window; // this adapter keeps no history yet
+
         let client =
             Client::open(url).with_context(|| format!("invalid Redis URL {}", redact(url)))?;
         let subscriber_client =
@@ -134,6 +141,16 @@ impl RedisPubSub {
             .await
             .map(drop)
             .map_err(|err| PublishError::Unavailable(err.to_string()))
+    }
+
+    /// Where `stream`'s history stands; `None` while this adapter keeps no history.
+    pub async fn position(&self, _stream: &str) -> Option<Position> {
+        None
+    }
+
+    /// What `stream` published after `after`; `None` while this adapter keeps no history.
+    pub async fn replay(&self, _stream: &str, _after: u64) -> Option<Replay> {
+        None
     }
 
     pub fn health(&self) -> Health {

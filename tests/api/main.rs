@@ -11,6 +11,7 @@ mod cross_process;
 mod deploy;
 mod health;
 mod history;
+mod history_processes;
 mod input;
 mod logging;
 mod metrics;
