@@ -1,4 +1,5 @@
-// Regenerates docs/screenshot.png: a room with realistic tasks, as a person sees it.
+// Regenerates docs/screenshot.png: a room with realistic tasks as Ada sees it while Grace is in
+// the room too, has just ticked a task off, and is typing a new one.
 // Not a test (node --test only picks up *.test.mjs here); run it after `cargo build` with
 //   node tests/browser/screenshot.mjs
 // The tasks are entered through the UI, the way a person would, so the picture can only show
@@ -13,14 +14,12 @@ const OUTPUT = path.join(repoRoot, 'docs/screenshot.png');
 const TIMEOUT = 5_000;
 
 const TASKS = [
-  { title: 'Finalize the pricing page copy', done: true },
+  { title: 'Finalize the pricing page copy' },
   {
     title: 'Record the product demo video',
     notes: 'Keep it under three minutes: create a room, add a few tasks, tick one off, clear it.',
   },
   { title: 'Email the beta list about launch day', done: true },
-  { title: 'Write the support FAQ' },
-  { title: 'Schedule the launch-morning social posts' },
 ];
 
 /** Runs `action` and waits until the Turbo Stream answer to its form post has been received. */
@@ -66,8 +65,23 @@ try {
     await row.locator('button.check[aria-pressed="true"]').waitFor();
   }
 
-  // A fresh load: the page as anyone opening the room sees it, with no focus ring or open form.
-  await page.goto(roomUrl);
+  // Grace joins from a second browser, ticks the first task off and starts typing a new one.
+  const graceContext = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  graceContext.setDefaultTimeout(TIMEOUT);
+  const grace = await graceContext.newPage();
+  await grace.goto(`${server.url}/session/new`);
+  await grace.getByLabel('Your name').fill('Grace');
+  await grace.getByRole('button', { name: 'Sign in' }).click();
+  await grace.waitForURL((u) => u.pathname === '/rooms');
+  await grace.goto(roomUrl);
+  await grace.locator('turbo-cable-stream-source[connected]').waitFor({ state: 'attached' });
+  const first = grace.locator('#tasks > .task').first();
+  await viaStream(grace, () => first.getByRole('button', { name: /^Mark as done/ }).click());
+  await page.locator('#tasks > .task.task--done').first().waitFor();
+  await page.locator('.presence__people li', { hasText: 'Grace' }).waitFor();
+  await grace.getByLabel('New task').pressSequentially('Write the support FAQ', { delay: 20 });
+  await page.locator('.presence__typing', { hasText: 'Grace is typing' }).waitFor();
+  await page.evaluate(() => document.activeElement?.blur());
   await mkdir(path.dirname(OUTPUT), { recursive: true });
   await page.screenshot({ path: OUTPUT });
   console.log(`wrote ${path.relative(process.cwd(), OUTPUT) || OUTPUT}`);
