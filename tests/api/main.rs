@@ -20,6 +20,7 @@ mod presence;
 mod processes;
 mod proxies;
 mod pubsub;
+mod rolling_restart;
 mod rooms;
 mod sessions;
 mod startup;

@@ -1,0 +1,291 @@
+//! Zero-loss rolling restarts: two processes on one PostgreSQL database, 200 cable subscribers
+//! spread over both, a poster adding 20 tasks a second, and each process restarted in turn with
+//! SIGTERM. Subscribers behave like the stock ActionCable client: when their socket closes they
+//! subscribe again, on a live process, with the identifier their page gave them. Afterwards every
+//! subscriber's view of the room must equal the database's task list.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    cable_client::{ACTIONCABLE_PROTOCOLS, signed_stream_in},
+    helpers::{Backend, TURBO_ACCEPT, TestApp, TestDatabase, csrf_from, task_id_in},
+    processes::{self, ServerProcess},
+};
+
+const SUBSCRIBERS: usize = 200;
+const POSTS_PER_SECOND: u64 = 20;
+
+/// The addresses of the processes currently up, for clients to (re)connect to.
+type Live = Arc<Mutex<Vec<String>>>;
+
+fn page_identifier(html: &str) -> String {
+    let attribute = |name: &str| {
+        let marker = format!("{name}=\"");
+        let start = html.find(&marker).expect("position on the page") + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    json!({
+        "channel": "Turbo::StreamsChannel",
+        "signed_stream_name": signed_stream_in(html),
+        "epoch": attribute("data-epoch"),
+        "offset": attribute("data-offset"),
+    })
+    .to_string()
+}
+
+/// The task ids a room page shows.
+fn ids_on_page(html: &str) -> BTreeSet<i64> {
+    let list = html.split("id=\"tasks\"").nth(1).expect("task list");
+    list.match_indices("<div id=\"task_")
+        .filter_map(|(at, m)| list[at + m.len()..].split('"').next()?.parse().ok())
+        .collect()
+}
+
+/// Applies one broadcast to a view; `false` when it asks for a refresh.
+fn apply(view: &mut BTreeSet<i64>, html: &str) -> bool {
+    for action in html.split("<turbo-stream ").skip(1) {
+        if action.starts_with("action=\"refresh\"") {
+            return false;
+        }
+        if action.starts_with("action=\"append\"")
+            && let Some(id) = task_id_in(action)
+        {
+            view.insert(id);
+        }
+        if let Some(rest) = action.strip_prefix("action=\"remove\" target=\"task_")
+            && let Some(id) = rest.split('"').next().and_then(|id| id.parse().ok())
+        {
+            view.remove(&id);
+        }
+    }
+    true
+}
+
+/// One browser tab: subscribes, applies what arrives, and comes back after every disconnect
+/// until `done` is set. Returns its final view.
+async fn subscriber(
+    n: usize,
+    live: Live,
+    cookie: String,
+    room: i64,
+    identifier: String,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> BTreeSet<i64> {
+    let mut view = BTreeSet::new();
+    let client = reqwest::Client::new();
+    let mut attempt = n;
+    loop {
+        if *done.borrow() {
+            return view;
+        }
+        attempt += 1;
+        let address = {
+            let live = live.lock().unwrap();
+            live[attempt % live.len()].clone()
+        };
+        let url = format!("{}/cable", address.replacen("http", "ws", 1));
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "Sec-WebSocket-Protocol",
+            ACTIONCABLE_PROTOCOLS.parse().unwrap(),
+        );
+        headers.insert("Origin", address.parse().unwrap());
+        headers.insert("Cookie", cookie.parse().unwrap());
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let subscribe = json!({"command": "subscribe", "identifier": identifier}).to_string();
+        if futures_util::SinkExt::send(&mut ws, Message::text(subscribe))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        loop {
+            let message = tokio::select! {
+                message = ws.next() => message,
+                _ = done.wait_for(|done| *done) => return view,
+            };
+            let Some(Ok(Message::Text(text))) = message else {
+                break; // closed: come back, as the ActionCable client does
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            let Some(html) = frame["message"].as_str() else {
+                continue;
+            };
+            if !apply(&mut view, html) {
+                // Refresh: the page reloads from whichever process answers.
+                let page = client
+                    .get(format!("{address}/rooms/{room}"))
+                    .header("Cookie", &cookie)
+                    .send()
+                    .await;
+                if let Ok(page) = page
+                    && let Ok(html) = page.text().await
+                {
+                    view = ids_on_page(&html);
+                }
+            }
+        }
+    }
+}
+
+/// Adds a task through any live process, trying another on failure; returns its id.
+async fn post_task(live: &Live, cookie: &str, room: i64, title: &str) -> i64 {
+    let client = reqwest::Client::new();
+    for attempt in 0.. {
+        let address = {
+            let live = live.lock().unwrap();
+            live[attempt % live.len()].clone()
+        };
+        let attempt_post = async {
+            let page = client
+                .get(format!("{address}/rooms/{room}"))
+                .header("Cookie", cookie)
+                .send()
+                .await
+                .ok()?;
+            let token = csrf_from(&page.text().await.ok()?);
+            let res = client
+                .post(format!("{address}/rooms/{room}/tasks"))
+                .header("Cookie", cookie)
+                .header("Accept", TURBO_ACCEPT)
+                .form(&[
+                    ("authenticity_token", token.as_str()),
+                    ("task[title]", title),
+                ])
+                .send()
+                .await
+                .ok()?;
+            if !res.status().is_success() {
+                return None;
+            }
+            task_id_in(&res.text().await.ok()?)
+        };
+        if let Some(id) = attempt_post.await {
+            return id;
+        }
+        assert!(attempt < 200, "no process took {title}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+async fn restart(process: &mut ServerProcess, live: &Live, env: &[(&str, &str)]) {
+    live.lock().unwrap().retain(|a| *a != process.address);
+    let pid = process.child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(12), process.child.wait())
+        .await
+        .expect("exits within the shutdown timeout")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    *process = processes::start(env).await;
+    live.lock().unwrap().push(process.address.clone());
+}
+
+#[tokio::test]
+async fn a_rolling_restart_with_sigterm_loses_and_duplicates_no_task() {
+    let (database, url) = TestDatabase::create(Backend::Postgres).await;
+    let database = Arc::new(database);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PUBSUB_ADAPTER", "postgres"),
+    ];
+    let mut a = processes::start(&env).await;
+    let mut b = processes::start(&env).await;
+    let live: Live = Arc::new(Mutex::new(vec![a.address.clone(), b.address.clone()]));
+
+    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let room = ada.signed_in_room().await;
+    let cookie = ada.cookie_header().expect("signed in");
+    let identifier = page_identifier(&ada.get_html(&format!("/rooms/{room}")).await);
+
+    let (stop, done) = tokio::sync::watch::channel(false);
+    let subscribers: Vec<_> = (0..SUBSCRIBERS)
+        .map(|n| {
+            tokio::spawn(subscriber(
+                n,
+                live.clone(),
+                cookie.clone(),
+                room,
+                identifier.clone(),
+                done.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let poster = {
+        let (live, cookie) = (live.clone(), cookie.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(1000 / POSTS_PER_SECOND));
+            let mut posted = Vec::new();
+            for i in 0..(POSTS_PER_SECOND * 8) {
+                ticks.tick().await;
+                posted.push(post_task(&live, &cookie, room, &format!("task {i:03}")).await);
+            }
+            posted
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    restart(&mut a, &live, &env).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    restart(&mut b, &live, &env).await;
+    let posted = poster.await.unwrap();
+
+    // Let the last broadcasts land, then compare every view with the database.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let truth = ids_on_page(&ada_page(&live, &cookie, room).await);
+    assert_eq!(truth.len(), posted.len(), "each post made exactly one task");
+    assert_eq!(truth, posted.iter().copied().collect());
+    stop.send_replace(true);
+    let mut wrong = 0;
+    for subscriber in subscribers {
+        let view = tokio::time::timeout(Duration::from_secs(5), subscriber)
+            .await
+            .expect("subscriber stops")
+            .unwrap();
+        if view != truth {
+            wrong += 1;
+            let missing: Vec<_> = truth.difference(&view).collect();
+            let extra: Vec<_> = view.difference(&truth).collect();
+            eprintln!("a view differs: missing {missing:?}, extra {extra:?}");
+        }
+    }
+    assert_eq!(
+        wrong, 0,
+        "{wrong} of {SUBSCRIBERS} views differ from the database"
+    );
+}
+
+async fn ada_page(live: &Live, cookie: &str, room: i64) -> String {
+    let address = live.lock().unwrap()[0].clone();
+    reqwest::Client::new()
+        .get(format!("{address}/rooms/{room}"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
