@@ -76,7 +76,8 @@ async function waitUntilUp(url, gone, deadline) {
  * Starts the already-built tasksync binary (TASKSYNC_BIN, default target/debug/tasksync) on a
  * free port, in a fresh temporary directory with its own SQLite database.
  *
- * @returns {Promise<{url: string, logs: () => string, stop: () => Promise<void>}>}
+ * @returns {Promise<{url: string, logs: () => string, stop: () => Promise<void>,
+ *   restart: () => Promise<void>}>}
  */
 export async function startServer({ timeoutMs = 20_000 } = {}) {
   // Resolved before spawning: the child runs in the temp dir, where a relative path would break.
@@ -90,64 +91,87 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
   const dir = await mkdtemp(path.join(tmpdir(), 'tasksync-browser-'));
   const port = await freePort();
   const url = `http://${HOST}:${port}`;
-  const child = spawn(bin, [], {
-    // A temp cwd keeps anything the app writes relative to it (storage/) out of the repository.
-    cwd: dir,
-    env: {
-      ...process.env,
-      TASKSYNC_ENV: 'test',
-      HOST,
-      PORT: String(port),
-      DATABASE_URL: `sqlite://${dir}/test.sqlite3`,
-      SECRET_KEY_BASE: randomBytes(32).toString('hex'),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  // Kept across restarts, so sessions and signed stream names stay valid, as in a deployment.
+  const secret = randomBytes(32).toString('hex');
 
   let output = '';
   const keep = (chunk) => {
     output = (output + chunk).slice(-MAX_LOG_CHARS);
   };
-  child.stdout.setEncoding('utf8').on('data', keep);
-  child.stderr.setEncoding('utf8').on('data', keep);
-  const exited = new Promise((resolve) => child.once('close', resolve));
-  // A process that could not be spawned emits 'error' and never has an exit code.
-  let spawnError = null;
-  child.once('error', (err) => {
-    spawnError = err;
-  });
-  const gone = () => {
-    if (spawnError) return `could not be started (${spawnError.message})`;
-    if (child.exitCode !== null || child.signalCode !== null) {
-      return `exited (${child.exitCode ?? child.signalCode})`;
-    }
-    return null;
-  };
 
+  /** Spawns the binary on our port and directory; resolves once /up answers. */
+  async function launch() {
+    const child = spawn(bin, [], {
+      // A temp cwd keeps anything the app writes relative to it (storage/) out of the repository.
+      cwd: dir,
+      env: {
+        ...process.env,
+        TASKSYNC_ENV: 'test',
+        HOST,
+        PORT: String(port),
+        DATABASE_URL: `sqlite://${dir}/test.sqlite3`,
+        SECRET_KEY_BASE: secret,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.setEncoding('utf8').on('data', keep);
+    child.stderr.setEncoding('utf8').on('data', keep);
+    const exited = new Promise((resolve) => child.once('close', resolve));
+    // A process that could not be spawned emits 'error' and never has an exit code.
+    let spawnError = null;
+    child.once('error', (err) => {
+      spawnError = err;
+    });
+    const gone = () => {
+      if (spawnError) return `could not be started (${spawnError.message})`;
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return `exited (${child.exitCode ?? child.signalCode})`;
+      }
+      return null;
+    };
+    return { child, exited, gone };
+  }
+
+  /** SIGTERM, then SIGKILL if the graceful shutdown hangs. */
+  async function terminate({ child, exited, gone }) {
+    if (gone()) return;
+    child.kill('SIGTERM');
+    // actix drains connections on SIGTERM; don't let a stuck shutdown hang the test run.
+    const graceful = await Promise.race([exited.then(() => true), sleep(5_000, false, { ref: false })]);
+    if (!graceful) {
+      child.kill('SIGKILL');
+      await Promise.race([exited, sleep(2_000, undefined, { ref: false })]);
+    }
+  }
+
+  let current = await launch();
   let stopped = false;
   async function stop() {
     if (stopped) return;
     stopped = true;
-    if (!gone()) {
-      child.kill('SIGTERM');
-      // actix drains connections on SIGTERM; don't let a stuck shutdown hang the test run.
-      const graceful = await Promise.race([exited.then(() => true), sleep(5_000, false, { ref: false })]);
-      if (!graceful) {
-        child.kill('SIGKILL');
-        await Promise.race([exited, sleep(2_000, undefined, { ref: false })]);
-      }
-    }
+    await terminate(current);
     await rm(dir, { recursive: true, force: true });
   }
 
-  try {
-    await waitUntilUp(url, gone, Date.now() + timeoutMs);
-  } catch (err) {
-    await stop();
-    err.message += `\n--- tasksync output ---\n${output || '(none)'}`;
-    throw err;
+  async function up() {
+    try {
+      await waitUntilUp(url, current.gone, Date.now() + timeoutMs);
+    } catch (err) {
+      await stop();
+      err.message += `\n--- tasksync output ---\n${output || '(none)'}`;
+      throw err;
+    }
   }
-  return { url, logs: () => output, stop };
+
+  /** Stops the server gracefully and starts it again on the same port and database. */
+  async function restart() {
+    await terminate(current);
+    current = await launch();
+    await up();
+  }
+
+  await up();
+  return { url, logs: () => output, stop, restart };
 }
 
 /** Headless Debian Chromium with the flags this workplace needs. */
