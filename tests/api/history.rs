@@ -5,11 +5,25 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tasksync::config::Settings;
 
 use crate::{
     cable_client::{Cable, signed_stream_in},
     helpers::{Backend, TestApp, spawn, spawn_with},
 };
+
+/// A server whose history is kept in Redis, on a channel no other test uses (they share one
+/// Redis). Fails, like every Redis test, when Redis is not there.
+async fn spawn_with_redis(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_with(Backend::Postgres, |s| {
+        s.pubsub_adapter = "redis".into();
+        s.redis_url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        s.pubsub_channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
+        configure(s);
+    })
+    .await
+}
 
 /// The subscription identifier `@hotwired/turbo-rails` builds from the room page's
 /// `<turbo-cable-stream-source>`: its channel and signed name plus every `data-*` attribute.
@@ -67,7 +81,15 @@ fn appended_titles(messages: &[String]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_change_made_between_render_and_subscription_still_reaches_the_page() {
-    let app = spawn(Backend::Sqlite).await;
+    a_change_made_between_render_and_subscription(spawn(Backend::Sqlite).await).await;
+}
+
+#[tokio::test]
+async fn a_change_made_between_render_and_subscription_still_reaches_the_page_through_redis() {
+    a_change_made_between_render_and_subscription(spawn_with_redis(|_| {}).await).await;
+}
+
+async fn a_change_made_between_render_and_subscription(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     assert!(
@@ -88,7 +110,15 @@ async fn a_change_made_between_render_and_subscription_still_reaches_the_page() 
 
 #[tokio::test]
 async fn a_client_that_comes_back_is_replayed_what_it_missed_in_order_and_once() {
-    let app = spawn(Backend::Sqlite).await;
+    a_client_that_comes_back(spawn(Backend::Sqlite).await).await;
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_is_replayed_what_it_missed_in_order_and_once_through_redis() {
+    a_client_that_comes_back(spawn_with_redis(|_| {}).await).await;
+}
+
+async fn a_client_that_comes_back(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     let identifier = page_identifier(&page);
@@ -113,7 +143,15 @@ async fn a_client_that_comes_back_is_replayed_what_it_missed_in_order_and_once()
 
 #[tokio::test]
 async fn changes_made_during_a_replay_arrive_once_and_in_order() {
-    let app = spawn(Backend::Sqlite).await;
+    changes_made_during_a_replay(spawn(Backend::Sqlite).await).await;
+}
+
+#[tokio::test]
+async fn changes_made_during_a_replay_arrive_once_and_in_order_through_redis() {
+    changes_made_during_a_replay(spawn_with_redis(|_| {}).await).await;
+}
+
+async fn changes_made_during_a_replay(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     for i in 0..10 {
@@ -140,6 +178,15 @@ async fn changes_made_during_a_replay_arrive_once_and_in_order() {
 #[tokio::test]
 async fn a_client_away_longer_than_the_window_is_told_to_refresh() {
     let app = spawn_with(Backend::Sqlite, |s| s.history_limit = 3).await;
+    a_client_away_longer_than_a_window_of_3(app).await;
+}
+
+#[tokio::test]
+async fn a_client_away_longer_than_the_window_is_told_to_refresh_through_redis() {
+    a_client_away_longer_than_a_window_of_3(spawn_with_redis(|s| s.history_limit = 3).await).await;
+}
+
+async fn a_client_away_longer_than_a_window_of_3(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     for i in 0..5 {
@@ -155,7 +202,15 @@ async fn a_client_away_longer_than_the_window_is_told_to_refresh() {
 
 #[tokio::test]
 async fn a_page_from_before_a_restart_is_told_to_refresh() {
-    let app = spawn(Backend::Sqlite).await;
+    a_page_from_another_epoch(spawn(Backend::Sqlite).await).await;
+}
+
+#[tokio::test]
+async fn a_page_from_another_epoch_is_told_to_refresh_through_redis() {
+    a_page_from_another_epoch(spawn_with_redis(|_| {}).await).await;
+}
+
+async fn a_page_from_another_epoch(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     let mut identifier: Value = serde_json::from_str(&page_identifier(&page)).unwrap();

@@ -413,6 +413,7 @@ mod postgres {
 
 mod redis {
     use ::redis::{Client, aio::MultiplexedConnection, cmd};
+    use tasksync::pubsub::{Position, Replay};
 
     use super::*;
 
@@ -637,5 +638,394 @@ mod redis {
             "127.0.0.1:1",
         )
         .await;
+    }
+
+    // Stream history.
+
+    /// One process with its own history window, and room in its inbox for a burst.
+    async fn start_with(name: &'static str, channel: &str, window: HistoryWindow) -> Process {
+        let (tx, inbox) = mpsc::channel(256);
+        let adapter = timeout(
+            Duration::from_secs(20),
+            PubSub::start(&config(channel), window, tx),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the adapter did not start within 20 s"))
+        .unwrap_or_else(|e| panic!("{name}: the adapter cannot start: {e:#}"));
+        Process {
+            name,
+            adapter,
+            inbox,
+        }
+    }
+
+    fn window(limit: usize, ttl: Duration) -> HistoryWindow {
+        HistoryWindow { limit, ttl }
+    }
+
+    async fn position(process: &Process, stream: &str) -> Position {
+        timeout(Duration::from_secs(10), process.adapter.position(stream))
+            .await
+            .unwrap_or_else(|_| panic!("{}: position took over 10 s", process.name))
+            .unwrap_or_else(|| panic!("{}: no position for {stream}", process.name))
+    }
+
+    async fn replay(process: &Process, stream: &str, after: u64) -> Replay {
+        timeout(
+            Duration::from_secs(10),
+            process.adapter.replay(stream, after),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: replay took over 10 s", process.name))
+        .unwrap_or_else(|| panic!("{}: no replay for {stream}", process.name))
+    }
+
+    fn offsets(replay: &Replay) -> Vec<u64> {
+        replay.messages.iter().map(|(offset, _)| *offset).collect()
+    }
+
+    /// Publishes `payloads` on `stream` one by one, each received before the next is sent.
+    async fn publish_all(process: &mut Process, stream: &str, payloads: &[&str]) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        for payload in payloads {
+            process
+                .publish(Envelope::new(Topic::Cable, stream, *payload))
+                .await;
+            let got = process.receive().await;
+            assert_eq!(&*got.payload, *payload);
+            offsets.push(got.offset);
+        }
+        offsets
+    }
+
+    async fn keys(conn: &mut MultiplexedConnection, channel: &str) -> Vec<String> {
+        let mut keys: Vec<String> = cmd("KEYS")
+            .arg(format!("{channel}:*"))
+            .query_async(conn)
+            .await
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+        cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL")
+    }
+
+    #[tokio::test]
+    async fn cable_offsets_are_consecutive_across_processes_and_arrive_in_order_at_both() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut processes = pair(&channel).await;
+
+        // Both publish at once: the offsets interleave, but never repeat or skip.
+        let burst = |from: usize, count: usize| {
+            let process = &processes[from];
+            async move {
+                for i in 0..count {
+                    let payload = format!("{} {i:02}", process.name);
+                    process
+                        .publish(Envelope::new(Topic::Cable, "rooms:1", payload))
+                        .await;
+                }
+            }
+        };
+        let other_stream = async {
+            for i in 0..3 {
+                processes[0]
+                    .publish(Envelope::new(Topic::Cable, "rooms:2", format!("other {i}")))
+                    .await;
+            }
+        };
+        tokio::join!(burst(0, 15), burst(1, 15), other_stream);
+
+        let mut seen = Vec::new();
+        for process in &mut processes {
+            let mut arrived = Vec::new();
+            for _ in 0..33 {
+                let got = process.receive().await;
+                arrived.push((got.stream.to_string(), got.offset, got.payload.to_string()));
+            }
+            process.assert_nothing_more().await;
+            let of = |stream: &str| -> Vec<(u64, String)> {
+                arrived
+                    .iter()
+                    .filter(|(s, _, _)| s == stream)
+                    .map(|(_, offset, payload)| (*offset, payload.clone()))
+                    .collect()
+            };
+            let rooms_1 = of("rooms:1");
+            let order: Vec<u64> = rooms_1.iter().map(|(offset, _)| *offset).collect();
+            assert_eq!(order, (1..=30).collect::<Vec<_>>(), "{}", process.name);
+            for name in ["first", "second"] {
+                let own: Vec<&String> = rooms_1
+                    .iter()
+                    .map(|(_, payload)| payload)
+                    .filter(|payload| payload.starts_with(name))
+                    .collect();
+                let mut sorted = own.clone();
+                sorted.sort();
+                assert_eq!(own.len(), 15);
+                assert_eq!(own, sorted, "each publisher's messages keep its order");
+            }
+            let rooms_2 = of("rooms:2");
+            assert_eq!(
+                rooms_2,
+                [(1, "other 0"), (2, "other 1"), (3, "other 2")]
+                    .map(|(offset, payload)| (offset, payload.to_owned()))
+            );
+            seen.push(arrived);
+        }
+        assert_eq!(seen[0], seen[1], "both receive the same sequence");
+
+        let [first, second] = &processes;
+        let at = position(first, "rooms:1").await;
+        assert_eq!(at.offset, 30);
+        assert_eq!(position(second, "rooms:1").await, at);
+        assert_eq!(position(second, "rooms:2").await.offset, 3);
+        assert_eq!(position(second, "rooms:9").await.offset, 0);
+        let tail = replay(second, "rooms:1", 27).await;
+        assert!(tail.complete);
+        assert_eq!(offsets(&tail), [28, 29, 30]);
+        assert_eq!(tail.epoch, at.epoch);
+
+        assert_eq!(
+            keys(&mut conn, &channel).await,
+            [
+                format!("{channel}:epoch"),
+                format!("{channel}:history:rooms:1"),
+                format!("{channel}:history:rooms:2"),
+                format!("{channel}:offset:rooms:1"),
+                format!("{channel}:offset:rooms:2"),
+            ],
+            "everything is named after the channel"
+        );
+        for process in &processes {
+            process.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_gets_no_offset_and_no_history() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut processes = pair(&channel).await;
+        let presence = Envelope::new(Topic::Presence, "rooms:5", "{}");
+        processes[0].publish(presence.clone()).await;
+        for process in &mut processes {
+            let got = process.receive().await;
+            assert_eq!(got, presence, "{}: offset 0, as sent", process.name);
+        }
+        assert_eq!(position(&processes[1], "rooms:5").await.offset, 0);
+        let replay = replay(&processes[1], "rooms:5", 0).await;
+        assert!(replay.complete && replay.messages.is_empty());
+        assert_eq!(
+            keys(&mut conn, &channel).await,
+            [format!("{channel}:epoch")]
+        );
+        for process in &processes {
+            process.shutdown().await;
+        }
+    }
+
+    // The in-process adapter's unit test of the same name, against Redis.
+    #[tokio::test]
+    async fn a_replay_returns_what_came_after_the_offset_while_it_is_kept() {
+        let channel = unique_channel();
+        drop(admin().await);
+        let small = window(3, Duration::from_secs(60));
+        let mut process = start_with("first", &channel, small).await;
+        let offsets_given = publish_all(&mut process, "rooms:1", &["1", "2", "3", "4", "5"]).await;
+        assert_eq!(offsets_given, [1, 2, 3, 4, 5]);
+
+        let got = replay(&process, "rooms:1", 2).await;
+        assert!(got.complete);
+        let messages: Vec<(u64, &str)> = got.messages.iter().map(|(o, p)| (*o, &**p)).collect();
+        assert_eq!(messages, [(3, "3"), (4, "4"), (5, "5")]);
+        let current = replay(&process, "rooms:1", 5).await;
+        assert!(
+            current.complete && current.messages.is_empty(),
+            "nothing missed"
+        );
+        let too_old = replay(&process, "rooms:1", 1).await;
+        assert!(!too_old.complete, "offset 2 is no longer kept");
+        assert!(
+            !replay(&process, "rooms:1", 9).await.complete,
+            "from the future"
+        );
+        assert!(
+            replay(&process, "rooms:7", 0).await.complete,
+            "an empty stream"
+        );
+
+        // History lives in Redis: a process started later (a restart) replays the same.
+        process.shutdown().await;
+        let later = start_with("later", &channel, small).await;
+        let again = replay(&later, "rooms:1", 2).await;
+        assert_eq!(again, got);
+        later.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn messages_older_than_the_ttl_are_not_replayed_and_idle_streams_expire() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let ttl = Duration::from_millis(1_500);
+        let mut process = start_with("first", &channel, window(100, ttl)).await;
+        publish_all(&mut process, "rooms:1", &["a", "b"]).await;
+
+        let history = pttl(&mut conn, &format!("{channel}:history:rooms:1")).await;
+        assert!(0 < history && history <= 1_500, "history PTTL {history}");
+        let counter = pttl(&mut conn, &format!("{channel}:offset:rooms:1")).await;
+        assert!(
+            counter > 24 * 3_600 * 1_000,
+            "the counter outlives the history by far: PTTL {counter}"
+        );
+        let epoch = pttl(&mut conn, &format!("{channel}:epoch")).await;
+        assert!(
+            epoch > counter - 1_000,
+            "the epoch lasts as long as the counters: PTTL {epoch}"
+        );
+        assert_eq!(offsets(&replay(&process, "rooms:1", 0).await), [1, 2]);
+
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        let stale = replay(&process, "rooms:1", 0).await;
+        assert!(!stale.complete, "what offsets 1 and 2 said is gone");
+        assert!(stale.messages.is_empty());
+        assert!(
+            replay(&process, "rooms:1", 2).await.complete,
+            "nothing missed"
+        );
+        assert_eq!(position(&process, "rooms:1").await.offset, 2);
+        assert_eq!(
+            keys(&mut conn, &channel).await,
+            [
+                format!("{channel}:epoch"),
+                format!("{channel}:offset:rooms:1")
+            ],
+            "the idle stream's history expired"
+        );
+        // Offsets go on from the counter.
+        assert_eq!(publish_all(&mut process, "rooms:1", &["c"]).await, [3]);
+        process.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_counter_that_expired_starts_over_and_pages_from_before_refresh() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut process = start_with("first", &channel, HistoryWindow::default()).await;
+        publish_all(&mut process, "rooms:1", &["1", "2", "3", "4", "5"]).await;
+        // What expiry would do, sooner.
+        cmd("DEL")
+            .arg(format!("{channel}:offset:rooms:1"))
+            .exec_async(&mut conn)
+            .await
+            .expect("DEL");
+        assert_eq!(position(&process, "rooms:1").await.offset, 0);
+        assert!(!replay(&process, "rooms:1", 5).await.complete);
+
+        assert_eq!(publish_all(&mut process, "rooms:1", &["new"]).await, [1]);
+        assert!(
+            !replay(&process, "rooms:1", 5).await.complete,
+            "a page at 5 is beyond the new counter"
+        );
+        let fresh = replay(&process, "rooms:1", 0).await;
+        assert!(fresh.complete);
+        let messages: Vec<(u64, &str)> = fresh.messages.iter().map(|(o, p)| (*o, &**p)).collect();
+        assert_eq!(
+            messages,
+            [(1, "new")],
+            "the old history went with its counter"
+        );
+        process.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_epoch_is_shared_survives_restarts_and_is_renewed_when_redis_loses_it() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut processes = pair(&channel).await;
+        let elsewhere = start_with("elsewhere", &unique_channel(), HistoryWindow::default()).await;
+        let epoch = position(&processes[0], "rooms:1").await.epoch;
+        assert_eq!(position(&processes[1], "rooms:1").await.epoch, epoch);
+        assert_ne!(position(&elsewhere, "rooms:1").await.epoch, epoch);
+        elsewhere.shutdown().await;
+        publish_all(&mut processes[0], "rooms:1", &["a"]).await;
+        processes[1].receive().await;
+
+        processes[1].shutdown().await;
+        let restarted = start_with("restarted", &channel, HistoryWindow::default()).await;
+        assert_eq!(position(&restarted, "rooms:1").await.epoch, epoch);
+
+        // Redis loses its data (a restart without persistence, a flush): a new epoch, which
+        // every process then reports, so pages from before refresh.
+        let lost: Vec<String> = keys(&mut conn, &channel).await;
+        cmd("DEL")
+            .arg(&lost)
+            .exec_async(&mut conn)
+            .await
+            .expect("DEL");
+        let renewed = position(&restarted, "rooms:1").await;
+        assert_ne!(renewed.epoch, epoch);
+        assert_eq!(renewed.offset, 0);
+        assert_eq!(position(&processes[0], "rooms:1").await, renewed);
+        let stale = replay(&processes[0], "rooms:1", 1).await;
+        assert_eq!(stale.epoch, renewed.epoch);
+        assert!(!stale.complete);
+        processes[0].shutdown().await;
+        restarted.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn publishes_go_on_after_redis_forgets_the_script() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut process = start_with("first", &channel, HistoryWindow::default()).await;
+        assert_eq!(publish_all(&mut process, "rooms:1", &["a"]).await, [1]);
+        // As after a failover to a server that never saw it. (Global, but harmless to the
+        // tests running alongside: they take the same way back.)
+        cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut conn)
+            .await
+            .expect("SCRIPT FLUSH");
+        assert_eq!(
+            publish_all(&mut process, "rooms:1", &["b", "c"]).await,
+            [2, 3]
+        );
+        process.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn when_redis_cannot_answer_a_replay_is_incomplete_and_a_publish_fails() {
+        let channel = unique_channel();
+        let mut conn = admin().await;
+        let mut process = start_with("first", &channel, HistoryWindow::default()).await;
+        publish_all(&mut process, "rooms:1", &["a"]).await;
+        // The history key holds something else, so reading or appending to it fails.
+        cmd("SET")
+            .arg(format!("{channel}:history:rooms:1"))
+            .arg("not a stream")
+            .exec_async(&mut conn)
+            .await
+            .expect("SET");
+        let unreadable = replay(&process, "rooms:1", 0).await;
+        assert!(!unreadable.complete, "the client is told to refresh");
+        assert!(unreadable.messages.is_empty());
+        let result = process
+            .adapter
+            .publish(Envelope::new(Topic::Cable, "rooms:1", "b"))
+            .await;
+        assert!(
+            matches!(result, Err(PublishError::Unavailable(_))),
+            "{result:?}"
+        );
+        process.assert_nothing_more().await;
+
+        process.shutdown().await;
+        assert_eq!(process.adapter.position("rooms:1").await, None);
+        let after_shutdown = process.adapter.replay("rooms:1", 0).await;
+        assert!(after_shutdown.is_some_and(|replay| !replay.complete));
     }
 }
