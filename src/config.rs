@@ -63,6 +63,11 @@ const KEYS: &[&str] = &[
     "secure_cookies",
     "max_body_bytes",
     "max_tasks_per_room",
+    "mutation_burst",
+    "mutations_per_second",
+    "mutation_rate_sessions",
+    "max_connections_per_address",
+    "client_request_timeout_ms",
     "history_limit",
     "history_ttl_secs",
     "pubsub_adapter",
@@ -92,6 +97,15 @@ pub struct Settings {
     pub secure_cookies: bool,
     pub max_body_bytes: usize,
     pub max_tasks_per_room: i64,
+    /// Mutations one session may make at once, then per second (0 per second: no limit), and
+    /// how many sessions' allowances each process tracks at most.
+    pub mutation_burst: u32,
+    pub mutations_per_second: f64,
+    pub mutation_rate_sessions: usize,
+    /// Sockets (cable and presence together) one client address may hold open; 0: no limit.
+    pub max_connections_per_address: usize,
+    /// How long a client may take to send a request's headers before it gets 408.
+    pub client_request_timeout_ms: u64,
     /// Messages each stream keeps for clients catching up, and for how long.
     pub history_limit: usize,
     pub history_ttl_secs: u64,

@@ -22,6 +22,10 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("The form has expired or was not sent from this site. Reload the page and try again.")]
     InvalidAuthenticityToken,
+    #[error("Too many changes at once. Please wait a moment and try again.")]
+    TooManyRequests(u64),
+    #[error("Too many connections from this address.")]
+    TooManyConnections,
     #[error("This origin may not open a socket here.")]
     ForbiddenOrigin,
     #[error("Please sign in first.")]
@@ -64,6 +68,7 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidAuthenticityToken => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ForbiddenOrigin => StatusCode::FORBIDDEN,
+            Self::TooManyRequests(_) | Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             Self::SignInRequired { .. } => StatusCode::SEE_OTHER,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,6 +100,16 @@ impl ResponseError for AppError {
         let mut res = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, "5"));
+        }
+        match self {
+            Self::TooManyRequests(seconds) => {
+                res.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            Self::TooManyConnections => {
+                let seconds = crate::limits::CONNECTION_RETRY_AFTER.as_secs();
+                res.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            _ => {}
         }
         res.content_type("text/html; charset=utf-8")
             .body(error_page(status, &self.to_string()))

@@ -8,6 +8,8 @@ pub mod controllers;
 pub mod csrf;
 pub mod error;
 pub mod form_guard;
+pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod observability;

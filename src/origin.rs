@@ -53,7 +53,8 @@ impl AllowedOrigins {
         }
     }
 
-    fn own_origin(&self, req: &HttpRequest) -> String {
+    /// This app's origin as the browser sees it (`http://host:port`).
+    pub fn own_origin(&self, req: &HttpRequest) -> String {
         let from_proxy = req
             .peer_addr()
             .is_some_and(|peer| self.proxies.contains(peer.ip()));

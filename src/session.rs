@@ -101,6 +101,12 @@ impl Session {
         csrf::verify(&self.0.borrow().token, sent)
     }
 
+    /// Calls `f` with bytes that identify this session to the mutation limiter. They are the
+    /// session's secret token, so `f` must only hash them (see `limits::MutationLimiter`).
+    pub fn with_limiter_key<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        f(&self.0.borrow().token)
+    }
+
     /// Signs `user` in. The CSRF token is renewed so nothing issued before sign-in carries over.
     pub fn sign_in(&self, user: User) {
         *self.0.borrow_mut() = Self::fresh(Some(user));

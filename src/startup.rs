@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
     config::Settings,
-    controllers, form_guard,
+    controllers, form_guard, headers,
+    limits::{ConnectionLimiter, MutationLimiter, MutationRate},
     metrics::Metrics,
     observability,
     origin::{AllowedOrigins, TrustedProxies},
@@ -50,6 +51,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `GET /metrics` is served only with this bearer token; `None` hides it.
     pub metrics_token: Option<String>,
+    /// Mutations per session, and sockets per client address.
+    pub mutations: MutationLimiter,
+    pub connections: ConnectionLimiter,
 }
 
 /// A built, bound, not yet running server.
@@ -96,6 +100,15 @@ impl Application {
             shutdown: shutting_down,
             metrics,
             metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
+            mutations: MutationLimiter::new(MutationRate {
+                burst: settings.mutation_burst,
+                per_second: settings.mutations_per_second,
+                max_sessions: settings.mutation_rate_sessions,
+            }),
+            connections: ConnectionLimiter::new(
+                settings.max_connections_per_address,
+                TrustedProxies::parse(&settings.trusted_proxies)?,
+            ),
         });
         let sessions = web::Data::new(Sessions::new(&secret, settings.secure_cookies));
         let body_limit = web::Data::new(form_guard::BodyLimit(settings.max_body_bytes));
@@ -120,11 +133,15 @@ impl Application {
                         .add(("X-Frame-Options", "DENY"))
                         .add(("Referrer-Policy", "strict-origin-when-cross-origin")),
                 )
+                .wrap(from_fn(headers::middleware))
                 // Outermost, so that everything inside logs under the request's id.
                 .wrap(from_fn(observability::middleware))
                 .configure(controllers::routes)
         })
         .workers(workers)
+        .client_request_timeout(std::time::Duration::from_millis(
+            settings.client_request_timeout_ms,
+        ))
         // Signals are ours (see `run_until`): sockets must be told to go before the server
         // waits for connections to finish.
         .disable_signals()

@@ -3,6 +3,12 @@
 //! distinct subscription identifier (in practice once per stream) and the same bytes are queued
 //! for every subscriber; a subscriber whose queue is full is dropped, which closes its socket,
 //! instead of letting memory grow.
+//!
+//! Sockets speaking AnyCable's extended protocol get a second frame per identifier, the same
+//! message with its stream position (`stream_id`, `epoch`, `offset`). Each variant is built only
+//! when the identifier has a subscriber that needs it, so a broadcast costs at most two frames
+//! per identifier whatever the number of subscribers, and each subscriber is still queued a
+//! reference-counted handle to shared bytes.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -16,7 +22,10 @@ use std::{
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ConnectionId, protocol};
+use super::{
+    ConnectionId,
+    protocol::{self, Protocol, StreamPosition},
+};
 
 /// Frames queued for one connection.
 pub type Outbound = mpsc::Sender<Queued>;
@@ -37,11 +46,13 @@ enum Command {
     Connect {
         conn: ConnectionId,
         outbound: Outbound,
+        protocol: Protocol,
     },
     Subscribe {
         conn: ConnectionId,
         stream: Arc<str>,
         identifier: Arc<str>,
+        epoch: Option<Arc<str>>,
         reply: oneshot::Sender<bool>,
     },
     Unsubscribe {
@@ -92,26 +103,37 @@ impl HubHandle {
         }
     }
 
-    /// Registers a connection and the queue its frames go to.
-    pub async fn connect(&self, outbound: Outbound) -> ConnectionId {
+    /// Registers a connection, the queue its frames go to and the protocol they are framed in.
+    pub async fn connect(&self, outbound: Outbound, protocol: Protocol) -> ConnectionId {
         let conn = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let _ = self.tx.send(Command::Connect { conn, outbound }).await;
+        let command = Command::Connect {
+            conn,
+            outbound,
+            protocol,
+        };
+        let _ = self.tx.send(command).await;
         conn
     }
 
     /// Subscribes `conn` to `stream` under `identifier`. Returns once the subscription is live,
     /// so a confirmation sent afterwards never precedes it; `false` if the connection is gone.
+    ///
+    /// `epoch` is the stream's history epoch as the subscriber just read it from the adapter.
+    /// Envelopes carry only their offset, so extended-protocol frames take the epoch from here;
+    /// the latest subscriber's reading wins.
     pub async fn subscribe(
         &self,
         conn: ConnectionId,
         stream: Arc<str>,
         identifier: Arc<str>,
+        epoch: Option<Arc<str>>,
     ) -> bool {
         let (reply, answer) = oneshot::channel();
         let command = Command::Subscribe {
             conn,
             stream,
             identifier,
+            epoch,
             reply,
         };
         self.tx.send(command).await.is_ok() && answer.await.unwrap_or(false)
@@ -163,15 +185,44 @@ impl HubHandle {
 
 struct Connection {
     outbound: Outbound,
+    protocol: Protocol,
     /// identifier -> stream
     subscriptions: HashMap<Arc<str>, Arc<str>>,
+}
+
+/// The subscribers of one stream.
+#[derive(Default)]
+struct Stream {
+    /// The history epoch extended-protocol frames carry; `None` until an extended-protocol
+    /// subscriber brings one (and with an adapter that keeps no history).
+    epoch: Option<Arc<str>>,
+    identifiers: HashMap<Arc<str>, Subscribers>,
+}
+
+/// The connections subscribed under one identifier, by the frame they need.
+#[derive(Default)]
+struct Subscribers {
+    plain: HashSet<ConnectionId>,
+    extended: HashSet<ConnectionId>,
+}
+
+impl Subscribers {
+    fn of(&mut self, protocol: Protocol) -> &mut HashSet<ConnectionId> {
+        match protocol {
+            Protocol::ActionCable => &mut self.plain,
+            Protocol::Extended => &mut self.extended,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.extended.is_empty()
+    }
 }
 
 #[derive(Default)]
 struct Hub {
     connections: HashMap<ConnectionId, Connection>,
-    /// stream -> identifier -> subscribed connections
-    streams: HashMap<Arc<str>, HashMap<Arc<str>, HashSet<ConnectionId>>>,
+    streams: HashMap<Arc<str>, Stream>,
     slow_disconnects: u64,
     delivered: u64,
 }
@@ -180,11 +231,16 @@ impl Hub {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.recv().await {
             match command {
-                Command::Connect { conn, outbound } => {
+                Command::Connect {
+                    conn,
+                    outbound,
+                    protocol,
+                } => {
                     self.connections.insert(
                         conn,
                         Connection {
                             outbound,
+                            protocol,
                             subscriptions: HashMap::new(),
                         },
                     );
@@ -193,9 +249,10 @@ impl Hub {
                     conn,
                     stream,
                     identifier,
+                    epoch,
                     reply,
                 } => {
-                    let _ = reply.send(self.subscribe(conn, stream, identifier));
+                    let _ = reply.send(self.subscribe(conn, stream, identifier, epoch));
                 }
                 Command::Unsubscribe { conn, identifier } => self.unsubscribe(conn, &identifier),
                 Command::Disconnect { conn } => self.remove(conn),
@@ -222,21 +279,29 @@ impl Hub {
         }
     }
 
-    fn subscribe(&mut self, conn: ConnectionId, stream: Arc<str>, identifier: Arc<str>) -> bool {
+    fn subscribe(
+        &mut self,
+        conn: ConnectionId,
+        stream: Arc<str>,
+        identifier: Arc<str>,
+        epoch: Option<Arc<str>>,
+    ) -> bool {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return false;
         };
+        let entry = self.streams.entry(stream.clone()).or_default();
+        if epoch.is_some() {
+            entry.epoch = epoch;
+        }
         if connection.subscriptions.contains_key(&identifier) {
             return true;
         }
-        connection
-            .subscriptions
-            .insert(identifier.clone(), stream.clone());
-        self.streams
-            .entry(stream)
-            .or_default()
+        connection.subscriptions.insert(identifier.clone(), stream);
+        entry
+            .identifiers
             .entry(identifier)
             .or_default()
+            .of(connection.protocol)
             .insert(conn);
         true
     }
@@ -246,65 +311,116 @@ impl Hub {
             return;
         };
         if let Some(stream) = connection.subscriptions.remove(identifier) {
-            self.forget(&stream, identifier, conn);
+            let protocol = connection.protocol;
+            self.forget(&stream, identifier, conn, protocol);
         }
     }
 
     fn remove(&mut self, conn: ConnectionId) {
         if let Some(connection) = self.connections.remove(&conn) {
             for (identifier, stream) in connection.subscriptions {
-                self.forget(&stream, &identifier, conn);
+                self.forget(&stream, &identifier, conn, connection.protocol);
             }
         }
     }
 
     /// Drops one subscription from the stream index, and empty entries with it, so nothing
     /// outlives the sockets that made it.
-    fn forget(&mut self, stream: &Arc<str>, identifier: &Arc<str>, conn: ConnectionId) {
-        let Some(by_identifier) = self.streams.get_mut(stream) else {
+    fn forget(
+        &mut self,
+        stream: &Arc<str>,
+        identifier: &Arc<str>,
+        conn: ConnectionId,
+        protocol: Protocol,
+    ) {
+        let Some(entry) = self.streams.get_mut(stream) else {
             return;
         };
-        if let Some(conns) = by_identifier.get_mut(identifier) {
-            conns.remove(&conn);
-            if conns.is_empty() {
-                by_identifier.remove(identifier);
+        if let Some(subscribers) = entry.identifiers.get_mut(identifier) {
+            subscribers.of(protocol).remove(&conn);
+            if subscribers.is_empty() {
+                entry.identifiers.remove(identifier);
             }
         }
-        if by_identifier.is_empty() {
+        if entry.identifiers.is_empty() {
             self.streams.remove(stream);
         }
     }
 
     fn deliver(&mut self, stream: &str, payload: &str, offset: u64, published: Instant) {
-        let Some(by_identifier) = self.streams.get(stream) else {
+        let Some(entry) = self.streams.get(stream) else {
             return;
         };
-        let mut gone = Vec::new();
-        for (identifier, conns) in by_identifier {
-            let frame = Queued {
-                frame: ByteString::from(protocol::message(identifier, payload)),
+        // Without an offset (an adapter that keeps no history) or an epoch there is no position
+        // to tell, and extended-protocol subscribers get the plain frame, as AnyCable sends
+        // for streams without history.
+        let position = entry
+            .epoch
+            .as_deref()
+            .filter(|_| offset > 0)
+            .map(|epoch| StreamPosition {
+                stream_id: stream,
+                epoch,
+                offset,
+            });
+        let mut outcome = Outcome::default();
+        for (identifier, subscribers) in &entry.identifiers {
+            let queued = |frame: String| Queued {
+                frame: ByteString::from(frame),
                 published,
                 identifier: identifier.clone(),
                 offset,
             };
-            for conn in conns {
-                let Some(connection) = self.connections.get(conn) else {
-                    continue;
-                };
-                match connection.outbound.try_send(frame.clone()) {
-                    Ok(()) => self.delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(conn = conn.0, "disconnecting a client that fell behind");
-                        self.slow_disconnects += 1;
-                        gone.push(*conn);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
-                }
+            let plain = (!subscribers.plain.is_empty()
+                || (position.is_none() && !subscribers.extended.is_empty()))
+            .then(|| queued(protocol::message(identifier, payload)));
+            let extended = position
+                .filter(|_| !subscribers.extended.is_empty())
+                .map(|position| queued(protocol::message_at(identifier, payload, position)));
+            if let Some(frame) = &plain {
+                outcome.offer(&self.connections, &subscribers.plain, frame);
+            }
+            if let Some(frame) = extended.as_ref().or(plain.as_ref()) {
+                outcome.offer(&self.connections, &subscribers.extended, frame);
             }
         }
+        self.delivered += outcome.delivered;
+        self.slow_disconnects += outcome.slow;
         // Dropping a connection's queue sender is what tells its socket task to close.
-        for conn in gone {
+        for conn in outcome.gone {
             self.remove(conn);
+        }
+    }
+}
+
+/// What queueing one broadcast did.
+#[derive(Default)]
+struct Outcome {
+    delivered: u64,
+    slow: u64,
+    gone: Vec<ConnectionId>,
+}
+
+impl Outcome {
+    fn offer(
+        &mut self,
+        connections: &HashMap<ConnectionId, Connection>,
+        conns: &HashSet<ConnectionId>,
+        frame: &Queued,
+    ) {
+        for conn in conns {
+            let Some(connection) = connections.get(conn) else {
+                continue;
+            };
+            match connection.outbound.try_send(frame.clone()) {
+                Ok(()) => self.delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(conn = conn.0, "disconnecting a client that fell behind");
+                    self.slow += 1;
+                    self.gone.push(*conn);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.gone.push(*conn),
+            }
         }
     }
 }
@@ -322,14 +438,14 @@ mod tests {
         let hub = HubHandle::start();
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
-        let a = hub.connect(tx_a).await;
-        let b = hub.connect(tx_b).await;
-        assert!(hub.subscribe(a, "rooms:1".into(), id("one")).await);
+        let a = hub.connect(tx_a, Protocol::ActionCable).await;
+        let b = hub.connect(tx_b, Protocol::ActionCable).await;
+        assert!(hub.subscribe(a, "rooms:1".into(), id("one"), None).await);
         assert!(
-            hub.subscribe(a, "rooms:1".into(), id("one")).await,
+            hub.subscribe(a, "rooms:1".into(), id("one"), None).await,
             "idempotent"
         );
-        assert!(hub.subscribe(b, "rooms:2".into(), id("two")).await);
+        assert!(hub.subscribe(b, "rooms:2".into(), id("two"), None).await);
 
         hub.deliver("rooms:1".into(), "<p>hi</p>".into()).await;
         hub.deliver("rooms:3".into(), "nobody".into()).await;
@@ -348,16 +464,16 @@ mod tests {
     async fn unsubscribing_and_disconnecting_leave_nothing_behind() {
         let hub = HubHandle::start();
         let (tx, _rx) = mpsc::channel(8);
-        let conn = hub.connect(tx).await;
-        hub.subscribe(conn, "rooms:1".into(), id("one")).await;
-        hub.subscribe(conn, "rooms:2".into(), id("two")).await;
+        let conn = hub.connect(tx, Protocol::ActionCable).await;
+        hub.subscribe(conn, "rooms:1".into(), id("one"), None).await;
+        hub.subscribe(conn, "rooms:2".into(), id("two"), None).await;
         hub.unsubscribe(conn, id("one")).await;
         let stats = hub.stats().await;
         assert_eq!((stats.subscriptions, stats.streams), (1, 1));
         hub.disconnect(conn).await;
         assert_eq!(hub.stats().await, HubStats::default());
         assert!(
-            !hub.subscribe(conn, "rooms:1".into(), id("one")).await,
+            !hub.subscribe(conn, "rooms:1".into(), id("one"), None).await,
             "gone"
         );
     }
@@ -367,10 +483,10 @@ mod tests {
         let hub = HubHandle::start();
         let (slow_tx, mut slow_rx) = mpsc::channel(2);
         let (fast_tx, mut fast_rx) = mpsc::channel(64);
-        let slow = hub.connect(slow_tx).await;
-        let fast = hub.connect(fast_tx).await;
-        hub.subscribe(slow, "rooms:1".into(), id("one")).await;
-        hub.subscribe(fast, "rooms:1".into(), id("one")).await;
+        let slow = hub.connect(slow_tx, Protocol::ActionCable).await;
+        let fast = hub.connect(fast_tx, Protocol::ActionCable).await;
+        hub.subscribe(slow, "rooms:1".into(), id("one"), None).await;
+        hub.subscribe(fast, "rooms:1".into(), id("one"), None).await;
         for i in 0..5 {
             hub.deliver("rooms:1".into(), format!("m{i}").into()).await;
             assert!(fast_rx.recv().await.is_some());
@@ -382,5 +498,71 @@ mod tests {
         assert!(slow_rx.recv().await.is_some());
         assert!(slow_rx.recv().await.is_some());
         assert!(slow_rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn extended_subscribers_get_the_position_and_each_variant_is_framed_once() {
+        let hub = HubHandle::start();
+        let (plain_a, mut plain_a_rx) = mpsc::channel(8);
+        let (plain_b, mut plain_b_rx) = mpsc::channel(8);
+        let (ext_a, mut ext_a_rx) = mpsc::channel(8);
+        let (ext_b, mut ext_b_rx) = mpsc::channel(8);
+        let plain_a = hub.connect(plain_a, Protocol::ActionCable).await;
+        let plain_b = hub.connect(plain_b, Protocol::ActionCable).await;
+        let ext_a = hub.connect(ext_a, Protocol::Extended).await;
+        let ext_b = hub.connect(ext_b, Protocol::Extended).await;
+        for conn in [plain_a, plain_b] {
+            assert!(hub.subscribe(conn, "rooms:1".into(), id("one"), None).await);
+        }
+        for conn in [ext_a, ext_b] {
+            assert!(
+                hub.subscribe(conn, "rooms:1".into(), id("one"), Some("e1".into()))
+                    .await
+            );
+        }
+
+        hub.deliver_at("rooms:1".into(), "<p>hi</p>".into(), 7, Instant::now())
+            .await;
+        let plain = [
+            plain_a_rx.recv().await.unwrap(),
+            plain_b_rx.recv().await.unwrap(),
+        ];
+        let extended = [
+            ext_a_rx.recv().await.unwrap(),
+            ext_b_rx.recv().await.unwrap(),
+        ];
+        let json = |q: &Queued| serde_json::from_str::<serde_json::Value>(&q.frame).unwrap();
+        assert_eq!(
+            json(&plain[0]),
+            serde_json::json!({"identifier": &*id("one"), "message": "<p>hi</p>"})
+        );
+        assert_eq!(
+            json(&extended[0]),
+            serde_json::json!({"identifier": &*id("one"), "message": "<p>hi</p>",
+                               "stream_id": "rooms:1", "epoch": "e1", "offset": 7})
+        );
+        // Shared bytes, not copies: one allocation per variant, whatever the subscriber count.
+        assert_eq!(plain[0].frame.as_ptr(), plain[1].frame.as_ptr());
+        assert_eq!(extended[0].frame.as_ptr(), extended[1].frame.as_ptr());
+        assert_eq!(extended[0].offset, 7);
+
+        // No history, no position: the extended subscribers get the plain frame.
+        hub.deliver("rooms:1".into(), "<p>bare</p>".into()).await;
+        assert_eq!(
+            json(&ext_a_rx.recv().await.unwrap()),
+            serde_json::json!({"identifier": &*id("one"), "message": "<p>bare</p>"})
+        );
+        assert_eq!(hub.stats().await.delivered, 8);
+
+        for conn in [plain_a, plain_b, ext_a, ext_b] {
+            hub.disconnect(conn).await;
+        }
+        assert_eq!(
+            hub.stats().await,
+            HubStats {
+                delivered: 8,
+                ..HubStats::default()
+            }
+        );
     }
 }

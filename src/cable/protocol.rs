@@ -1,21 +1,78 @@
-//! The ActionCable wire format (`actioncable-v1-json`): commands clients send and the frames the
-//! server answers with. Frames are built with serde_json so every string is escaped properly.
+//! The ActionCable wire format (`actioncable-v1-json`) and AnyCable's extension of it
+//! (`actioncable-v1-ext-json`): commands clients send and the frames the server answers with.
+//! Frames are built with serde_json so every string is escaped properly.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+
+use actix_web::http::header::{HeaderMap, SEC_WEBSOCKET_PROTOCOL};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// The subprotocol the server selects in the handshake.
+/// The subprotocol of the stock ActionCable clients.
 pub const SUBPROTOCOL: &str = "actioncable-v1-json";
+
+/// AnyCable's extended protocol: session ids, stream positions on every broadcast, and
+/// `history` requests that replay what a client missed.
+pub const EXT_SUBPROTOCOL: &str = "actioncable-v1-ext-json";
 
 /// The one channel tasksync serves.
 pub const TURBO_STREAMS_CHANNEL: &str = "Turbo::StreamsChannel";
 
+/// Which protocol a socket speaks, chosen in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    ActionCable,
+    Extended,
+}
+
+impl Protocol {
+    /// The extended protocol when the client offers it, wherever in its list: a client that
+    /// offers it can use it, and WebSocket leaves the choice to the server. Otherwise plain
+    /// ActionCable, also for clients that offer nothing, as before.
+    pub fn offered(headers: &HeaderMap) -> Self {
+        let extended = headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|name| name.trim() == EXT_SUBPROTOCOL);
+        if extended {
+            Protocol::Extended
+        } else {
+            Protocol::ActionCable
+        }
+    }
+
+    /// The subprotocol name the handshake answers with (when the client offered it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::ActionCable => SUBPROTOCOL,
+            Protocol::Extended => EXT_SUBPROTOCOL,
+        }
+    }
+}
+
 /// A command from a client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Subscribe { identifier: String },
-    Unsubscribe { identifier: String },
-    Message { identifier: String },
+    /// `history` is what the extended protocol's client asks to be replayed right after the
+    /// confirmation; a malformed one is the reason to log (the subscription still stands).
+    Subscribe {
+        identifier: String,
+        history: Option<Result<HistoryRequest, CommandError>>,
+    },
+    Unsubscribe {
+        identifier: String,
+    },
+    Message {
+        identifier: String,
+    },
+    /// Extended protocol only.
+    History {
+        identifier: String,
+        history: HistoryRequest,
+    },
+    /// Extended protocol only: the answer to a ping, from clients configured to send one.
+    Pong,
 }
 
 /// Why a frame from a client is not a command we understand.
@@ -25,25 +82,93 @@ pub enum CommandError {
     Malformed(String),
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
+    #[error("malformed history request: {0}")]
+    MalformedHistory(String),
 }
 
 #[derive(Deserialize)]
 struct RawCommand {
     command: String,
-    identifier: String,
+    #[serde(default)]
+    identifier: Option<String>,
+    /// Kept unparsed: plain ActionCable ignores it, as it always has.
+    #[serde(default)]
+    history: Option<serde_json::Value>,
 }
 
 impl Command {
-    pub fn parse(text: &str) -> Result<Self, CommandError> {
+    pub fn parse(text: &str, protocol: Protocol) -> Result<Self, CommandError> {
         let raw: RawCommand =
             serde_json::from_str(text).map_err(|e| CommandError::Malformed(e.to_string()))?;
-        let identifier = raw.identifier;
+        let extended = protocol == Protocol::Extended;
+        if extended && raw.command == "pong" {
+            return Ok(Command::Pong);
+        }
+        let identifier = raw
+            .identifier
+            .ok_or_else(|| CommandError::Malformed("missing field `identifier`".into()))?;
         match raw.command.as_str() {
-            "subscribe" => Ok(Command::Subscribe { identifier }),
+            "subscribe" => Ok(Command::Subscribe {
+                identifier,
+                history: raw.history.filter(|_| extended).map(HistoryRequest::parse),
+            }),
             "unsubscribe" => Ok(Command::Unsubscribe { identifier }),
             "message" => Ok(Command::Message { identifier }),
+            "history" if extended => Ok(Command::History {
+                identifier,
+                history: HistoryRequest::parse(raw.history.unwrap_or_default())?,
+            }),
             _ => Err(CommandError::UnknownCommand(raw.command)),
         }
+    }
+}
+
+/// What an extended-protocol client asks to be replayed: everything after the positions it
+/// holds, by stream id, and for streams it holds none for, everything since a moment (unix
+/// seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    pub since: Option<u64>,
+    pub streams: HashMap<String, Since>,
+}
+
+#[derive(Deserialize)]
+struct RawHistory {
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    streams: Option<HashMap<String, RawPosition>>,
+}
+
+#[derive(Deserialize)]
+struct RawPosition {
+    epoch: String,
+    offset: u64,
+}
+
+impl HistoryRequest {
+    fn parse(value: serde_json::Value) -> Result<Self, CommandError> {
+        let raw: RawHistory = serde_json::from_value(value)
+            .map_err(|e| CommandError::MalformedHistory(e.to_string()))?;
+        let since = raw.since.filter(|&since| since > 0);
+        if since.is_none() && raw.streams.is_none() {
+            return Err(CommandError::MalformedHistory(
+                "neither `since` nor `streams`".into(),
+            ));
+        }
+        let streams = raw
+            .streams
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(stream, p)| {
+                let position = Since {
+                    epoch: p.epoch,
+                    offset: p.offset,
+                };
+                (stream, position)
+            })
+            .collect();
+        Ok(Self { since, streams })
     }
 }
 
@@ -106,6 +231,12 @@ pub fn welcome() -> String {
     json!({"type": "welcome"}).to_string()
 }
 
+/// The extended welcome. `restored` is always false: sessions are not kept across
+/// connections, so a reconnecting client subscribes again and asks for history.
+pub fn welcome_ext(sid: &str) -> String {
+    json!({"type": "welcome", "sid": sid, "restored": false}).to_string()
+}
+
 pub fn ping(unix_seconds: u64) -> String {
     json!({"type": "ping", "message": unix_seconds}).to_string()
 }
@@ -118,8 +249,48 @@ pub fn reject(identifier: &str) -> String {
     json!({"identifier": identifier, "type": "reject_subscription"}).to_string()
 }
 
+pub fn confirm_history(identifier: &str) -> String {
+    json!({"identifier": identifier, "type": "confirm_history"}).to_string()
+}
+
+pub fn reject_history(identifier: &str) -> String {
+    json!({"identifier": identifier, "type": "reject_history"}).to_string()
+}
+
+/// Where a broadcast sits in its stream, as extended-protocol data frames carry it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StreamPosition<'a> {
+    pub stream_id: &'a str,
+    pub epoch: &'a str,
+    pub offset: u64,
+}
+
+/// Borrows the payload instead of copying it into a `serde_json::Value` first: broadcasts can
+/// be tens of kilobytes and the hub frames each one per identifier.
+#[derive(Serialize)]
+struct Data<'a> {
+    identifier: &'a str,
+    message: &'a str,
+    #[serde(flatten)]
+    position: Option<StreamPosition<'a>>,
+}
+
 pub fn message(identifier: &str, payload: &str) -> String {
-    json!({"identifier": identifier, "message": payload}).to_string()
+    data_frame(identifier, payload, None)
+}
+
+/// A data frame of the extended protocol, with its stream position.
+pub fn message_at(identifier: &str, payload: &str, position: StreamPosition<'_>) -> String {
+    data_frame(identifier, payload, Some(position))
+}
+
+fn data_frame(identifier: &str, message: &str, position: Option<StreamPosition<'_>>) -> String {
+    let data = Data {
+        identifier,
+        message,
+        position,
+    };
+    serde_json::to_string(&data).expect("a struct of strings and numbers serializes")
 }
 
 /// Why the server closes a connection, as the client's reconnect logic understands it.
@@ -165,14 +336,15 @@ mod tests {
     fn commands_parse_with_their_identifier_string() {
         let frame = json!({"command": "subscribe", "identifier": ID}).to_string();
         assert_eq!(
-            Command::parse(&frame),
+            Command::parse(&frame, Protocol::ActionCable),
             Ok(Command::Subscribe {
-                identifier: ID.into()
+                identifier: ID.into(),
+                history: None,
             })
         );
         let frame = json!({"command": "message", "identifier": ID, "data": "{}"}).to_string();
         assert!(matches!(
-            Command::parse(&frame),
+            Command::parse(&frame, Protocol::ActionCable),
             Ok(Command::Message { .. })
         ));
     }
@@ -188,13 +360,16 @@ mod tests {
             r#"{"command":"subscribe"}"#,
         ] {
             assert!(
-                matches!(Command::parse(text), Err(CommandError::Malformed(_))),
+                matches!(
+                    Command::parse(text, Protocol::ActionCable),
+                    Err(CommandError::Malformed(_))
+                ),
                 "{text}"
             );
         }
         let frame = json!({"command": "explode", "identifier": ID}).to_string();
         assert_eq!(
-            Command::parse(&frame),
+            Command::parse(&frame, Protocol::ActionCable),
             Err(CommandError::UnknownCommand("explode".into()))
         );
     }
@@ -246,6 +421,168 @@ mod tests {
         assert_eq!(
             frame,
             json!({"type":"disconnect","reason":"unauthorized","reconnect":false})
+        );
+    }
+
+    #[test]
+    fn the_extended_protocol_is_chosen_whenever_it_is_offered() {
+        let offer = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    actix_web::http::header::HeaderValue::from_static(value),
+                );
+            }
+            Protocol::offered(&headers)
+        };
+        assert_eq!(offer(&["actioncable-v1-ext-json"]), Protocol::Extended);
+        assert_eq!(
+            offer(&["actioncable-v1-json, actioncable-v1-ext-json"]),
+            Protocol::Extended
+        );
+        assert_eq!(
+            offer(&["actioncable-v1-json", "actioncable-v1-ext-json"]),
+            Protocol::Extended
+        );
+        assert_eq!(
+            offer(&["actioncable-v1-json, actioncable-unsupported"]),
+            Protocol::ActionCable
+        );
+        assert_eq!(offer(&[]), Protocol::ActionCable);
+        assert_eq!(offer(&["actioncable-v1-ext-jsonx"]), Protocol::ActionCable);
+    }
+
+    #[test]
+    fn history_rides_on_subscribe_or_comes_alone_in_the_extended_protocol_only() {
+        let history =
+            json!({"since": 1_700_000_000, "streams": {"rooms:1": {"epoch": "e", "offset": 3}}});
+        let expected = HistoryRequest {
+            since: Some(1_700_000_000),
+            streams: HashMap::from([(
+                "rooms:1".to_owned(),
+                Since {
+                    epoch: "e".into(),
+                    offset: 3,
+                },
+            )]),
+        };
+        let subscribe =
+            json!({"command": "subscribe", "identifier": ID, "history": history}).to_string();
+        assert_eq!(
+            Command::parse(&subscribe, Protocol::Extended),
+            Ok(Command::Subscribe {
+                identifier: ID.into(),
+                history: Some(Ok(expected.clone())),
+            })
+        );
+        assert_eq!(
+            Command::parse(&subscribe, Protocol::ActionCable),
+            Ok(Command::Subscribe {
+                identifier: ID.into(),
+                history: None,
+            })
+        );
+        let alone = json!({"command": "history", "identifier": ID, "history": history}).to_string();
+        assert_eq!(
+            Command::parse(&alone, Protocol::Extended),
+            Ok(Command::History {
+                identifier: ID.into(),
+                history: expected,
+            })
+        );
+        assert_eq!(
+            Command::parse(&alone, Protocol::ActionCable),
+            Err(CommandError::UnknownCommand("history".into()))
+        );
+        assert_eq!(
+            Command::parse(r#"{"command":"pong"}"#, Protocol::Extended),
+            Ok(Command::Pong)
+        );
+        assert!(matches!(
+            Command::parse(r#"{"command":"pong"}"#, Protocol::ActionCable),
+            Err(CommandError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_history_requests_are_errors_with_a_reason() {
+        for bad in [
+            json!("since"),
+            json!({}),
+            json!({"since": 0}),
+            json!({"since": -1}),
+            json!({"since": 1.5}),
+            json!({"since": "1700000000"}),
+            json!({"streams": []}),
+            json!({"streams": {"rooms:1": {"epoch": "e"}}}),
+            json!({"streams": {"rooms:1": {"epoch": 1, "offset": 1}}}),
+            json!({"streams": {"rooms:1": {"epoch": "e", "offset": -1}}}),
+        ] {
+            let alone = json!({"command": "history", "identifier": ID, "history": bad}).to_string();
+            assert!(
+                matches!(
+                    Command::parse(&alone, Protocol::Extended),
+                    Err(CommandError::MalformedHistory(_))
+                ),
+                "{bad}"
+            );
+            let subscribe =
+                json!({"command": "subscribe", "identifier": ID, "history": bad}).to_string();
+            assert!(
+                matches!(
+                    Command::parse(&subscribe, Protocol::Extended),
+                    Ok(Command::Subscribe {
+                        history: Some(Err(CommandError::MalformedHistory(_))),
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        for missing in [
+            json!({"command": "history", "identifier": ID}),
+            json!({"command": "history", "identifier": ID, "history": null}),
+        ] {
+            assert!(matches!(
+                Command::parse(&missing.to_string(), Protocol::Extended),
+                Err(CommandError::MalformedHistory(_))
+            ));
+        }
+        let none = json!({"command": "subscribe", "identifier": ID, "history": null}).to_string();
+        assert_eq!(
+            Command::parse(&none, Protocol::Extended),
+            Ok(Command::Subscribe {
+                identifier: ID.into(),
+                history: None,
+            }),
+            "a null history is no history"
+        );
+    }
+
+    #[test]
+    fn extended_frames_carry_the_session_and_stream_positions() {
+        let welcome: serde_json::Value = serde_json::from_str(&welcome_ext("s1")).unwrap();
+        assert_eq!(
+            welcome,
+            json!({"type": "welcome", "sid": "s1", "restored": false})
+        );
+        let position = StreamPosition {
+            stream_id: "rooms:1",
+            epoch: "e",
+            offset: 7,
+        };
+        let frame: serde_json::Value =
+            serde_json::from_str(&message_at(ID, "<p>\"</p>", position)).unwrap();
+        assert_eq!(
+            frame,
+            json!({"identifier": ID, "message": "<p>\"</p>", "stream_id": "rooms:1",
+                   "epoch": "e", "offset": 7})
+        );
+        assert_eq!(
+            message(ID, "x"),
+            json!({"identifier": ID, "message": "x"}).to_string(),
+            "the plain frame is byte for byte what it was"
         );
     }
 }

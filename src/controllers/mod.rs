@@ -18,7 +18,7 @@ use actix_web::{
     web,
 };
 
-use crate::{assets, form_guard, session, views::turbo_stream};
+use crate::{assets, form_guard, limits, session, views::turbo_stream};
 
 /// Every route of the app. Health checks and assets need no session; everything else runs
 /// inside the session and form-guard middleware.
@@ -33,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/{file}", web::get().to(assets::show))
         .service(
             web::scope("")
+                // Innermost: counts only requests whose CSRF token the form guard accepted.
+                .wrap(from_fn(limits::mutation_rate))
                 .wrap(from_fn(form_guard::middleware))
                 .wrap(from_fn(session::middleware))
                 .configure(app_routes)

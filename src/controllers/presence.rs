@@ -17,20 +17,30 @@ pub async fn connect(
         return Err(AppError::ForbiddenOrigin);
     }
     let room = state.store.find_room(room_id(&path)?).await?;
+    let permit = state
+        .connections
+        .acquire(&req)
+        .ok_or(AppError::TooManyConnections)?;
     let user = sessions.user(&req);
     let (response, session, messages) = actix_ws::handle(&req, body)
         .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
     // A child of the upgrade request's span: the socket's lines carry its request id.
     let span = tracing::info_span!("socket", kind = "presence", room = %room.id);
+    let serve = connection::serve(
+        session,
+        messages,
+        user,
+        room.id,
+        state.presence.clone(),
+        state.shutdown.clone(),
+    );
+    // The permit lives as long as the socket's task, so however the socket ends, its slot is
+    // given back.
     actix_web::rt::spawn(
-        connection::serve(
-            session,
-            messages,
-            user,
-            room.id,
-            state.presence.clone(),
-            state.shutdown.clone(),
-        )
+        async move {
+            let _permit = permit;
+            serve.await;
+        }
         .instrument(span),
     );
     Ok(response)

@@ -115,6 +115,25 @@ crate::backend_tests! {
         let res = app.get("/session/new").await;
         assert_eq!(res.headers()["x-content-type-options"], "nosniff");
         assert_eq!(res.headers()["x-frame-options"], "DENY");
+        assert_eq!(res.headers()["referrer-policy"], "strict-origin-when-cross-origin");
+        let port = app.address.rsplit(':').next().unwrap();
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self';",
+            &format!("style-src 'self' {};", tasksync::headers::TURBO_PROGRESS_BAR_STYLE),
+            &format!("connect-src 'self' ws://127.0.0.1:{port};"),
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{directive} missing from {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        // Error pages carry it too.
+        let res = app.get("/nowhere").await;
+        assert!(res.headers().contains_key("content-security-policy"));
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod helpers;
 
+mod adversarial;
+mod anycable;
 mod assets;
 mod cable;
 mod cable_client;
