@@ -152,3 +152,24 @@ pub fn signed_stream_in(html: &str) -> String {
     let start = html.find(marker).expect("page has a cable stream source") + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
 }
+
+/// The subscription identifier `@hotwired/turbo-rails` builds from a room page's
+/// `<turbo-cable-stream-source>`: its channel and signed name plus every `data-*` attribute
+/// (the stream position the page was rendered at).
+pub fn page_identifier(html: &str) -> String {
+    let attribute = |name: &str| {
+        let marker = format!("{name}=\"");
+        let start = html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("{name} on the page"))
+            + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    json!({
+        "channel": "Turbo::StreamsChannel",
+        "signed_stream_name": signed_stream_in(html),
+        "epoch": attribute("data-epoch"),
+        "offset": attribute("data-offset"),
+    })
+    .to_string()
+}

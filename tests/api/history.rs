@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tasksync::config::Settings;
 
 use crate::{
-    cable_client::{Cable, signed_stream_in},
+    cable_client::{Cable, page_identifier},
     helpers::{Backend, TestApp, spawn, spawn_with},
 };
 
@@ -23,26 +23,6 @@ async fn spawn_with_redis(configure: impl FnOnce(&mut Settings)) -> TestApp {
         configure(s);
     })
     .await
-}
-
-/// The subscription identifier `@hotwired/turbo-rails` builds from the room page's
-/// `<turbo-cable-stream-source>`: its channel and signed name plus every `data-*` attribute.
-fn page_identifier(html: &str) -> String {
-    let attribute = |name: &str| {
-        let marker = format!("{name}=\"");
-        let start = html
-            .find(&marker)
-            .unwrap_or_else(|| panic!("{name} on the page"))
-            + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
-    json!({
-        "channel": "Turbo::StreamsChannel",
-        "signed_stream_name": signed_stream_in(html),
-        "epoch": attribute("data-epoch"),
-        "offset": attribute("data-offset"),
-    })
-    .to_string()
 }
 
 async fn subscribe(app: &TestApp, identifier: &str) -> Cable {

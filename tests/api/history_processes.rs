@@ -4,28 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use serde_json::json;
-
 use crate::{
-    cable_client::{Cable, signed_stream_in},
+    cable_client::{Cable, page_identifier},
     helpers::{Backend, TestApp, TestDatabase},
     processes,
 };
-
-fn page_identifier(html: &str) -> String {
-    let attribute = |name: &str| {
-        let marker = format!("{name}=\"");
-        let start = html.find(&marker).expect("position on the page") + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
-    json!({
-        "channel": "Turbo::StreamsChannel",
-        "signed_stream_name": signed_stream_in(html),
-        "epoch": attribute("data-epoch"),
-        "offset": attribute("data-offset"),
-    })
-    .to_string()
-}
 
 async fn appended_titles(cable: &mut Cable, wait: Duration) -> Vec<String> {
     let mut titles = Vec::new();

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    cable_client::{ACTIONCABLE_PROTOCOLS, signed_stream_in},
+    cable_client::{ACTIONCABLE_PROTOCOLS, page_identifier},
     helpers::{Backend, TURBO_ACCEPT, TestApp, TestDatabase, csrf_from, task_id_in},
     processes::{self, ServerProcess},
 };
@@ -25,21 +25,6 @@ const POSTS_PER_SECOND: u64 = 20;
 
 /// The addresses of the processes currently up, for clients to (re)connect to.
 type Live = Arc<Mutex<Vec<String>>>;
-
-fn page_identifier(html: &str) -> String {
-    let attribute = |name: &str| {
-        let marker = format!("{name}=\"");
-        let start = html.find(&marker).expect("position on the page") + marker.len();
-        html[start..].split('"').next().unwrap().to_owned()
-    };
-    json!({
-        "channel": "Turbo::StreamsChannel",
-        "signed_stream_name": signed_stream_in(html),
-        "epoch": attribute("data-epoch"),
-        "offset": attribute("data-offset"),
-    })
-    .to_string()
-}
 
 /// The task ids a room page shows.
 fn ids_on_page(html: &str) -> BTreeSet<i64> {
