@@ -233,7 +233,7 @@ mod tests {
         }
     }
 
-    /// A feed the test steers: each session ends, and each reconnect attempt finishes, when the
+    /// A feed the test drives: each session ends, and each reconnect attempt finishes, when the
     /// test says how.
     struct Scripted {
         sessions: AsyncMutex<mpsc::UnboundedReceiver<Ended>>,
@@ -242,12 +242,12 @@ mod tests {
         deaf: bool,
     }
 
-    struct Steering {
+    struct Controls {
         sessions: mpsc::UnboundedSender<Ended>,
         connects: mpsc::UnboundedSender<Result<(), String>>,
     }
 
-    fn scripted(deaf: bool) -> (Scripted, Steering) {
+    fn scripted(deaf: bool) -> (Scripted, Controls) {
         let (sessions_tx, sessions) = mpsc::unbounded_channel();
         let (connects_tx, connects) = mpsc::unbounded_channel();
         let feed = Scripted {
@@ -255,11 +255,11 @@ mod tests {
             connects: AsyncMutex::new(connects),
             deaf,
         };
-        let steering = Steering {
+        let controls = Controls {
             sessions: sessions_tx,
             connects: connects_tx,
         };
-        (feed, steering)
+        (feed, controls)
     }
 
     impl Feed for Scripted {
@@ -312,18 +312,18 @@ mod tests {
 
     #[tokio::test]
     async fn health_follows_a_lost_connection_until_it_is_back_and_then_the_shutdown() {
-        let (feed, steering) = scripted(false);
+        let (feed, controls) = scripted(false);
         let supervisor = Supervisor::spawn(feed, ());
         assert_eq!(supervisor.health(), Health::Healthy);
 
-        steering.sessions.send(Ended::Lost("reset".into())).unwrap();
+        controls.sessions.send(Ended::Lost("reset".into())).unwrap();
         let lost = health_after(&supervisor, &Health::Healthy).await;
         assert_eq!(
             lost,
             Health::Degraded("Test feed disconnected (reset); reconnecting".into())
         );
 
-        steering.connects.send(Err("refused".into())).unwrap();
+        controls.connects.send(Err("refused".into())).unwrap();
         let failed = health_after(&supervisor, &lost).await;
         assert_eq!(
             failed,
@@ -331,7 +331,7 @@ mod tests {
         );
 
         assert_eq!(supervisor.reconnects(), 0);
-        steering.connects.send(Ok(())).unwrap();
+        controls.connects.send(Ok(())).unwrap();
         assert_eq!(health_after(&supervisor, &failed).await, Health::Healthy);
         assert_eq!(supervisor.reconnects(), 1);
 
@@ -344,9 +344,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_that_ends_by_itself_stops_the_task() {
-        let (feed, steering) = scripted(false);
+        let (feed, controls) = scripted(false);
         let supervisor = Supervisor::spawn(feed, ());
-        steering
+        controls
             .sessions
             .send(Ended::Stopped("stopped: the inbox is closed"))
             .unwrap();
@@ -358,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_aborts_a_task_that_ignores_the_stop_and_health_says_it_is_gone() {
-        let (feed, _steering) = scripted(true);
+        let (feed, _controls) = scripted(true);
         let supervisor = Supervisor::spawn(feed, ());
         let started = tokio::time::Instant::now();
         supervisor.shutdown().await;
