@@ -157,6 +157,143 @@ async fn assert_start_fails_fast(config: AdapterConfig, secret: &str, address: &
     );
 }
 
+// Scenarios both backends run; each backend's test of the same story calls one.
+
+/// The server behind a backend as the shared scenarios reach it, from outside the adapters.
+trait Server {
+    /// What the backend calls the connection a process receives on.
+    const LISTENER: &'static str;
+    /// What `kill_listeners` hands to `assert_listening_again`.
+    type Killed;
+
+    /// How many listener connections the server sees for the processes under test.
+    async fn listener_count(&mut self) -> usize;
+    /// Kills the two processes' listener connections, checking that there are two.
+    async fn kill_listeners(&mut self) -> Self::Killed;
+    /// Both processes listen again.
+    async fn assert_listening_again(&mut self, killed: Self::Killed);
+}
+
+/// Whether the reconnect scenario also publishes while the listeners are down.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhileDown {
+    /// Publishing fails cleanly or gets through; what gets through is drained after recovery.
+    Publish,
+    /// Nothing is published until the listeners are back.
+    Wait,
+}
+
+/// A cable envelope from the first and a presence envelope from the second reach both, and
+/// nothing else arrives; then both shut down.
+async fn envelopes_from_either_reach_both(mut processes: [Process; 2]) {
+    let cable = Envelope::new(
+        Topic::Cable,
+        "rooms:7",
+        "<turbo-stream>é\tß\n</turbo-stream>",
+    );
+    assert_reaches_both(0, &mut processes, cable).await;
+    let presence = Envelope::new(Topic::Presence, "rooms:7", "");
+    assert_reaches_both(1, &mut processes, presence).await;
+
+    for process in &mut processes {
+        process.assert_nothing_more().await;
+        process.shutdown().await;
+    }
+}
+
+/// After junk was sent on the wire: an envelope still reaches both, nothing else arrives and
+/// both stay healthy; then both shut down.
+async fn junk_was_dropped(mut processes: [Process; 2]) {
+    let envelope = Envelope::new(Topic::Cable, "rooms:3", "after the junk");
+    assert_reaches_both(0, &mut processes, envelope).await;
+    for process in &mut processes {
+        process.assert_nothing_more().await;
+        assert_eq!(process.adapter.health(), Health::Healthy);
+        process.shutdown().await;
+    }
+}
+
+/// Both listeners are killed: both processes notice, come back by themselves,
+/// and deliver again. Leaves both running.
+async fn listeners_reconnect_after_being_killed(
+    server: &mut impl Server,
+    processes: &mut [Process; 2],
+    while_down: WhileDown,
+) {
+    assert_reaches_both(
+        0,
+        processes,
+        Envelope::new(Topic::Cable, "rooms:1", "before"),
+    )
+    .await;
+
+    let killed = server.kill_listeners().await;
+
+    for process in processes.iter() {
+        process
+            .wait_for_health(is_degraded, "Degraded", DETECTION)
+            .await;
+    }
+    if while_down == WhileDown::Publish {
+        let during = processes[0]
+            .adapter
+            .publish(Envelope::new(Topic::Cable, "rooms:1", "during"))
+            .await;
+        assert!(
+            matches!(during, Err(PublishError::Unavailable(_)) | Ok(())),
+            "publishing while degraded fails cleanly: {during:?}"
+        );
+    }
+    for process in processes.iter() {
+        process
+            .wait_for_health(is_healthy, "Healthy again", RECOVERY)
+            .await;
+    }
+    server.assert_listening_again(killed).await;
+    if while_down == WhileDown::Publish {
+        // A publish the listener lost, if it got through, may still be on its way to the other.
+        for process in processes.iter_mut() {
+            while timeout(Duration::from_millis(200), process.inbox.recv())
+                .await
+                .is_ok_and(|e| e.is_some_and(|e| &*e.payload == "during"))
+            {}
+        }
+    }
+
+    assert_reaches_both(
+        1,
+        processes,
+        Envelope::new(Topic::Cable, "rooms:1", "after"),
+    )
+    .await;
+}
+
+/// Shutting the first down closes its listener connection and refuses its publishes; then the
+/// second shuts down too.
+async fn shutdown_closes_the_listener<S: Server>(server: &mut S, [first, second]: [Process; 2]) {
+    assert_eq!(server.listener_count().await, 2);
+
+    first.shutdown().await;
+    let gone = async {
+        while server.listener_count().await != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(5), gone)
+        .await
+        .unwrap_or_else(|_| panic!("the {}'s connection closes on shutdown", S::LISTENER));
+    assert!(is_degraded(&first.adapter.health()));
+    let result = first
+        .adapter
+        .publish(Envelope::new(Topic::Cable, "rooms:1", "late"))
+        .await;
+    assert!(
+        matches!(result, Err(PublishError::Closed)),
+        "publish after shutdown: {result:?}"
+    );
+    second.shutdown().await;
+}
+
 mod postgres {
     use sqlx::{Connection as _, PgConnection};
     use tasksync::store::Store;
@@ -207,24 +344,36 @@ mod postgres {
         .expect("count listeners")
     }
 
+    /// The test database, through an admin connection to it.
+    impl Server for PgConnection {
+        const LISTENER: &'static str = "listener";
+        type Killed = ();
+
+        async fn listener_count(&mut self) -> usize {
+            usize::try_from(listeners(self).await).expect("a count is not negative")
+        }
+
+        async fn kill_listeners(&mut self) {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() \
+                   AND application_name = 'tasksync-pubsub-listener'",
+            )
+            .fetch_all(&mut *self)
+            .await
+            .expect("terminate the listeners");
+            assert_eq!(killed, [true, true], "one listener per process");
+        }
+
+        async fn assert_listening_again(&mut self, (): ()) {
+            assert_eq!(listeners(self).await, 2, "both listen again");
+        }
+    }
+
     #[tokio::test]
     async fn an_envelope_published_by_one_process_reaches_both() {
         let (_database, url) = database().await;
-        let mut processes = pair(&url).await;
-
-        let cable = Envelope::new(
-            Topic::Cable,
-            "rooms:7",
-            "<turbo-stream>é\tß\n</turbo-stream>",
-        );
-        assert_reaches_both(0, &mut processes, cable).await;
-        let presence = Envelope::new(Topic::Presence, "rooms:7", "");
-        assert_reaches_both(1, &mut processes, presence).await;
-
-        for process in &mut processes {
-            process.assert_nothing_more().await;
-            process.shutdown().await;
-        }
+        envelopes_from_either_reach_both(pair(&url).await).await;
     }
 
     #[tokio::test]
@@ -281,7 +430,7 @@ mod postgres {
     async fn notifications_that_are_not_envelopes_are_dropped() {
         let (_database, url) = database().await;
         let mut conn = admin(&url).await;
-        let mut processes = pair(&url).await;
+        let processes = pair(&url).await;
 
         for junk in [
             "not an envelope",
@@ -295,13 +444,7 @@ mod postgres {
                 .await
                 .expect("NOTIFY junk");
         }
-        let envelope = Envelope::new(Topic::Cable, "rooms:3", "after the junk");
-        assert_reaches_both(0, &mut processes, envelope).await;
-        for process in &mut processes {
-            process.assert_nothing_more().await;
-            assert_eq!(process.adapter.health(), Health::Healthy);
-            process.shutdown().await;
-        }
+        junk_was_dropped(processes).await;
     }
 
     #[tokio::test]
@@ -309,56 +452,7 @@ mod postgres {
         let (_database, url) = database().await;
         let mut conn = admin(&url).await;
         let mut processes = pair(&url).await;
-        assert_reaches_both(
-            0,
-            &mut processes,
-            Envelope::new(Topic::Cable, "rooms:1", "before"),
-        )
-        .await;
-
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() \
-               AND application_name = 'tasksync-pubsub-listener'",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("terminate the listeners");
-        assert_eq!(killed, [true, true], "one listener per process");
-
-        for process in &processes {
-            process
-                .wait_for_health(is_degraded, "Degraded", DETECTION)
-                .await;
-        }
-        let during = processes[0]
-            .adapter
-            .publish(Envelope::new(Topic::Cable, "rooms:1", "during"))
-            .await;
-        assert!(
-            matches!(during, Err(PublishError::Unavailable(_)) | Ok(())),
-            "publishing while degraded fails cleanly: {during:?}"
-        );
-        for process in &processes {
-            process
-                .wait_for_health(is_healthy, "Healthy again", RECOVERY)
-                .await;
-        }
-        assert_eq!(listeners(&mut conn).await, 2, "both listen again");
-        // A publish the listener lost, if it got through, may still be on its way to the other.
-        for process in &mut processes {
-            while timeout(Duration::from_millis(200), process.inbox.recv())
-                .await
-                .is_ok_and(|e| e.is_some_and(|e| &*e.payload == "during"))
-            {}
-        }
-
-        assert_reaches_both(
-            1,
-            &mut processes,
-            Envelope::new(Topic::Cable, "rooms:1", "after"),
-        )
-        .await;
+        listeners_reconnect_after_being_killed(&mut conn, &mut processes, WhileDown::Publish).await;
         assert_reaches_both(
             0,
             &mut processes,
@@ -374,28 +468,8 @@ mod postgres {
     async fn shutdown_closes_the_listener_and_refuses_publishes() {
         let (_database, url) = database().await;
         let mut conn = admin(&url).await;
-        let [first, second] = pair(&url).await;
-        assert_eq!(listeners(&mut conn).await, 2);
-
-        first.shutdown().await;
-        let gone = async {
-            while listeners(&mut conn).await != 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        timeout(Duration::from_secs(5), gone)
-            .await
-            .expect("the listener's connection closes on shutdown");
-        assert!(is_degraded(&first.adapter.health()));
-        let result = first
-            .adapter
-            .publish(Envelope::new(Topic::Cable, "rooms:1", "late"))
-            .await;
-        assert!(
-            matches!(result, Err(PublishError::Closed)),
-            "publish after shutdown: {result:?}"
-        );
-        second.shutdown().await;
+        let processes = pair(&url).await;
+        shutdown_closes_the_listener(&mut conn, processes).await;
     }
 
     #[tokio::test]
@@ -483,25 +557,60 @@ mod redis {
             .collect()
     }
 
+    /// A channel of its own, and an admin connection to Redis.
+    struct Channel {
+        name: String,
+        conn: MultiplexedConnection,
+    }
+
+    impl Channel {
+        async fn new() -> Self {
+            let name = unique_channel();
+            let conn = admin().await;
+            Self { name, conn }
+        }
+    }
+
+    impl Server for Channel {
+        const LISTENER: &'static str = "subscriber";
+        /// The ids of the connections killed.
+        type Killed = Vec<String>;
+
+        async fn listener_count(&mut self) -> usize {
+            subscribers(&mut self.conn, &self.name).await.len()
+        }
+
+        async fn kill_listeners(&mut self) -> Vec<String> {
+            let ids = subscribers(&mut self.conn, &self.name).await;
+            assert_eq!(ids.len(), 2, "one named subscriber per process: {ids:?}");
+            for id in &ids {
+                cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("ID")
+                    .arg(id)
+                    .exec_async(&mut self.conn)
+                    .await
+                    .expect("CLIENT KILL");
+            }
+            ids
+        }
+
+        async fn assert_listening_again(&mut self, ids: Vec<String>) {
+            let fresh = subscribers(&mut self.conn, &self.name).await;
+            assert_eq!(fresh.len(), 2, "both subscribe again: {fresh:?}");
+            assert!(
+                fresh.iter().all(|id| !ids.contains(id)),
+                "on new connections"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn an_envelope_published_by_one_process_reaches_both() {
         let channel = unique_channel();
-        let mut processes = pair(&channel).await;
+        let processes = pair(&channel).await;
         let mut elsewhere = Process::start("elsewhere", &config(&unique_channel())).await;
-
-        let cable = Envelope::new(
-            Topic::Cable,
-            "rooms:7",
-            "<turbo-stream>é\tß\n</turbo-stream>",
-        );
-        assert_reaches_both(0, &mut processes, cable).await;
-        let presence = Envelope::new(Topic::Presence, "rooms:7", "");
-        assert_reaches_both(1, &mut processes, presence).await;
-
-        for process in &mut processes {
-            process.assert_nothing_more().await;
-            process.shutdown().await;
-        }
+        envelopes_from_either_reach_both(processes).await;
         elsewhere.assert_nothing_more().await;
         elsewhere.shutdown().await;
     }
@@ -523,7 +632,7 @@ mod redis {
     async fn messages_that_are_not_envelopes_are_dropped() {
         let channel = unique_channel();
         let mut conn = admin().await;
-        let mut processes = pair(&channel).await;
+        let processes = pair(&channel).await;
         for junk in ["not an envelope", "v2\tcable\trooms:1\tx"] {
             cmd("PUBLISH")
                 .arg(&channel)
@@ -538,62 +647,14 @@ mod redis {
             .exec_async(&mut conn)
             .await
             .expect("PUBLISH invalid UTF-8");
-        let envelope = Envelope::new(Topic::Cable, "rooms:3", "after the junk");
-        assert_reaches_both(0, &mut processes, envelope).await;
-        for process in &mut processes {
-            process.assert_nothing_more().await;
-            assert_eq!(process.adapter.health(), Health::Healthy);
-            process.shutdown().await;
-        }
+        junk_was_dropped(processes).await;
     }
 
     #[tokio::test]
     async fn the_subscriber_reconnects_by_itself_after_its_connection_is_killed() {
-        let channel = unique_channel();
-        let mut conn = admin().await;
-        let mut processes = pair(&channel).await;
-        assert_reaches_both(
-            0,
-            &mut processes,
-            Envelope::new(Topic::Cable, "rooms:1", "before"),
-        )
-        .await;
-
-        let ids = subscribers(&mut conn, &channel).await;
-        assert_eq!(ids.len(), 2, "one named subscriber per process: {ids:?}");
-        for id in &ids {
-            cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(id)
-                .exec_async(&mut conn)
-                .await
-                .expect("CLIENT KILL");
-        }
-
-        for process in &processes {
-            process
-                .wait_for_health(is_degraded, "Degraded", DETECTION)
-                .await;
-        }
-        for process in &processes {
-            process
-                .wait_for_health(is_healthy, "Healthy again", RECOVERY)
-                .await;
-        }
-        let fresh = subscribers(&mut conn, &channel).await;
-        assert_eq!(fresh.len(), 2, "both subscribe again: {fresh:?}");
-        assert!(
-            fresh.iter().all(|id| !ids.contains(id)),
-            "on new connections"
-        );
-
-        assert_reaches_both(
-            1,
-            &mut processes,
-            Envelope::new(Topic::Cable, "rooms:1", "after"),
-        )
-        .await;
+        let mut channel = Channel::new().await;
+        let mut processes = pair(&channel.name).await;
+        listeners_reconnect_after_being_killed(&mut channel, &mut processes, WhileDown::Wait).await;
         for process in &processes {
             process.shutdown().await;
         }
@@ -601,30 +662,9 @@ mod redis {
 
     #[tokio::test]
     async fn shutdown_closes_the_subscriber_and_refuses_publishes() {
-        let channel = unique_channel();
-        let mut conn = admin().await;
-        let [first, second] = pair(&channel).await;
-        assert_eq!(subscribers(&mut conn, &channel).await.len(), 2);
-
-        first.shutdown().await;
-        let gone = async {
-            while subscribers(&mut conn, &channel).await.len() != 1 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        timeout(Duration::from_secs(5), gone)
-            .await
-            .expect("the subscriber's connection closes on shutdown");
-        assert!(is_degraded(&first.adapter.health()));
-        let result = first
-            .adapter
-            .publish(Envelope::new(Topic::Cable, "rooms:1", "late"))
-            .await;
-        assert!(
-            matches!(result, Err(PublishError::Closed)),
-            "publish after shutdown: {result:?}"
-        );
-        second.shutdown().await;
+        let mut channel = Channel::new().await;
+        let processes = pair(&channel.name).await;
+        shutdown_closes_the_listener(&mut channel, processes).await;
     }
 
     #[tokio::test]
