@@ -9,10 +9,9 @@ import { after, before, test } from 'node:test';
 import { adapters, createConsumer } from '@rails/actioncable';
 import WebSocket from 'ws';
 
+import { attributeOf, httpSession, STREAM_TYPE, within } from './helpers.mjs';
 import { startServer } from './server.mjs';
 
-const STREAM_TYPE = 'text/vnd.turbo-stream.html';
-const SESSION_COOKIE = '_tasksync_session';
 /** A local server answers in milliseconds; pings come every 3 s, so 5 s covers a slow start. */
 const WAIT_MS = 5_000;
 
@@ -38,91 +37,18 @@ after(async () => {
   await server?.stop();
 });
 
-/** Rejects with `what` when `promise` has not settled within `ms`. */
-async function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Carries the session cookie from response to response, as a browser would. The app rewrites
- * it on sign-in, so every answer must be looked at. */
-function cookieJar() {
-  let session = null;
-  return {
-    header: () => (session ? `${SESSION_COOKIE}=${session}` : ''),
-    keep(res) {
-      for (const line of res.headers.getSetCookie()) {
-        const [pair] = line.split(';');
-        const eq = pair.indexOf('=');
-        if (pair.slice(0, eq).trim() === SESSION_COOKIE) session = pair.slice(eq + 1);
-      }
-      return res;
-    },
-    has: () => session !== null,
-  };
-}
-
-/** The value of the first `attribute="..."` on a tag matching `tagPattern` in `html`. */
-function attributeOf(html, tagPattern, attribute) {
-  const tag = html.match(tagPattern)?.[0];
-  assert.ok(tag, `no tag matching ${tagPattern} in the page`);
-  const value = tag.match(new RegExp(`\\s${attribute}="([^"]*)"`))?.[1];
-  assert.ok(value, `no ${attribute} on ${tag}`);
-  return value;
-}
-
-const csrfTokenOf = (html) => attributeOf(html, /<meta name="csrf-token"[^>]*>/, 'content');
-
 test(
   'The npm ActionCable client subscribes to a room and receives the stream of a task added by a form post',
   { timeout: 30_000 },
   async () => {
-    const jar = cookieJar();
-    const http = async (path, { method = 'GET', form, headers = {} } = {}) => {
-      const res = await fetch(`${server.url}${path}`, {
-        method,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(WAIT_MS),
-        headers: {
-          ...(jar.has() ? { cookie: jar.header() } : {}),
-          ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-          ...headers,
-        },
-        body: form ? new URLSearchParams(form) : undefined,
-      });
-      return jar.keep(res);
-    };
-    const page = async (path) => {
-      const res = await http(path);
-      assert.equal(res.status, 200, `GET ${path} answered ${res.status}`);
-      return res.text();
-    };
+    const session = httpSession(server.url, { timeout: WAIT_MS });
+    const { page } = session;
 
-    // Sign in.
-    const signInPage = await page('/session/new');
-    assert.ok(jar.has(), 'GET /session/new set no session cookie');
-    const signedIn = await http('/session', {
-      method: 'POST',
-      form: { authenticity_token: csrfTokenOf(signInPage), name: 'Katherine' },
-    });
-    assert.equal(signedIn.status, 303, `POST /session answered ${signedIn.status}`);
+    const signedIn = await session.signIn('Katherine', { expectCookie: true });
     assert.equal(signedIn.headers.get('location'), '/rooms');
 
     // Create a room and open its page, as the browser would after the redirect.
-    const created = await http('/rooms', {
-      method: 'POST',
-      form: { authenticity_token: csrfTokenOf(await page('/rooms')), 'room[name]': 'Launch window' },
-    });
-    assert.equal(created.status, 303, `POST /rooms answered ${created.status}`);
-    const roomPath = created.headers.get('location');
-    assert.match(roomPath ?? '', /^\/rooms\/\d+$/);
+    const roomPath = await session.createRoom('Launch window');
     const roomPage = await page(roomPath);
     const signedStreamName = attributeOf(
       roomPage,
@@ -133,7 +59,7 @@ test(
     // Node's WebSocket clients send neither cookies nor an Origin by themselves; the cable
     // needs both, as a browser tab on the app's own origin would send them.
     const socketErrors = [];
-    const cookie = jar.header();
+    const cookie = session.cookie();
     const origin = server.url;
     adapters.WebSocket = class extends WebSocket {
       constructor(url, protocols) {
@@ -171,10 +97,9 @@ test(
 
     // A fresh token from a page, as the room page's own form would carry after sign-in.
     const title = 'Check the fuel margins';
-    const posted = await http(`${roomPath}/tasks`, {
-      method: 'POST',
+    const posted = await session.post(`${roomPath}/tasks`, { 'task[title]': title }, {
+      tokenFrom: roomPath,
       headers: { accept: `${STREAM_TYPE}, text/html, application/xhtml+xml` },
-      form: { authenticity_token: csrfTokenOf(await page(roomPath)), 'task[title]': title },
     });
     assert.equal(posted.status, 200, `POST ${roomPath}/tasks answered ${posted.status}`);
     assert.ok(

@@ -11,10 +11,9 @@ import { BaseLogger } from '@anycable/core';
 import { createCable } from '@anycable/web';
 import WebSocket from 'ws';
 
+import { attributeOf, httpSession, STREAM_TYPE, within } from './helpers.mjs';
 import { startServer } from './server.mjs';
 
-const STREAM_TYPE = 'text/vnd.turbo-stream.html';
-const SESSION_COOKIE = '_tasksync_session';
 /** A local server answers in milliseconds; pings come every 3 s, so 5 s covers a slow start. */
 const WAIT_MS = 5_000;
 
@@ -30,19 +29,6 @@ after(async () => {
   await server?.stop();
 });
 
-/** Rejects with `what` when `promise` has not settled within `ms`. */
-async function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Resolves once `condition()` holds, or rejects with `what` after `ms`. */
 async function eventually(condition, ms, what) {
   const deadline = Date.now() + ms;
@@ -51,35 +37,6 @@ async function eventually(condition, ms, what) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
-
-/** Carries the session cookie from response to response, as a browser would. The app rewrites
- * it on sign-in, so every answer must be looked at. */
-function cookieJar() {
-  let session = null;
-  return {
-    header: () => (session ? `${SESSION_COOKIE}=${session}` : ''),
-    keep(res) {
-      for (const line of res.headers.getSetCookie()) {
-        const [pair] = line.split(';');
-        const eq = pair.indexOf('=');
-        if (pair.slice(0, eq).trim() === SESSION_COOKIE) session = pair.slice(eq + 1);
-      }
-      return res;
-    },
-    has: () => session !== null,
-  };
-}
-
-/** The value of the first `attribute="..."` on a tag matching `tagPattern` in `html`. */
-function attributeOf(html, tagPattern, attribute) {
-  const tag = html.match(tagPattern)?.[0];
-  assert.ok(tag, `no tag matching ${tagPattern} in the page`);
-  const value = tag.match(new RegExp(`\\s${attribute}="([^"]*)"`))?.[1];
-  assert.ok(value, `no ${attribute} on ${tag}`);
-  return value;
-}
-
-const csrfTokenOf = (html) => attributeOf(html, /<meta name="csrf-token"[^>]*>/, 'content');
 
 /** The title of the task a Turbo Stream appends. */
 const titleOf = (html) => html.match(/<p class="task__title">([^<]*)</)?.[1];
@@ -100,51 +57,20 @@ test(
   'The @anycable/web client receives a room\'s stream with positions and catches up through history after a reconnect',
   { timeout: 60_000 },
   async () => {
-    const jar = cookieJar();
-    const http = async (path, { method = 'GET', form, headers = {} } = {}) => {
-      const res = await fetch(`${server.url}${path}`, {
-        method,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(WAIT_MS),
-        headers: {
-          ...(jar.has() ? { cookie: jar.header() } : {}),
-          ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
-          ...headers,
-        },
-        body: form ? new URLSearchParams(form) : undefined,
-      });
-      return jar.keep(res);
-    };
-    const page = async (path) => {
-      const res = await http(path);
-      assert.equal(res.status, 200, `GET ${path} answered ${res.status}`);
-      return res.text();
-    };
+    const session = httpSession(server.url, { timeout: WAIT_MS });
 
     // Sign in, create a room and open its page, as a browser would.
-    const signInPage = await page('/session/new');
-    const signedIn = await http('/session', {
-      method: 'POST',
-      form: { authenticity_token: csrfTokenOf(signInPage), name: 'Dorothy' },
-    });
-    assert.equal(signedIn.status, 303, `POST /session answered ${signedIn.status}`);
-    const created = await http('/rooms', {
-      method: 'POST',
-      form: { authenticity_token: csrfTokenOf(await page('/rooms')), 'room[name]': 'Orbit' },
-    });
-    assert.equal(created.status, 303, `POST /rooms answered ${created.status}`);
-    const roomPath = created.headers.get('location');
-    assert.match(roomPath ?? '', /^\/rooms\/\d+$/);
+    await session.signIn('Dorothy');
+    const roomPath = await session.createRoom('Orbit');
     const signedStreamName = attributeOf(
-      await page(roomPath),
+      await session.page(roomPath),
       /<turbo-cable-stream-source\b[^>]*>/,
       'signed-stream-name',
     );
     const addTask = async (title) => {
-      const res = await http(`${roomPath}/tasks`, {
-        method: 'POST',
+      const res = await session.post(`${roomPath}/tasks`, { 'task[title]': title }, {
+        tokenFrom: roomPath,
         headers: { accept: `${STREAM_TYPE}, text/html, application/xhtml+xml` },
-        form: { authenticity_token: csrfTokenOf(await page(roomPath)), 'task[title]': title },
       });
       assert.equal(res.status, 200, `POST ${roomPath}/tasks answered ${res.status}`);
     };
@@ -175,7 +101,7 @@ test(
       protocol: 'actioncable-v1-ext-json',
       websocketImplementation: BrowserLikeWebSocket,
       websocketOptions: {
-        headers: { cookie: jar.header(), origin: server.url },
+        headers: { cookie: session.cookie(), origin: server.url },
         // A browser dispatches each message as a task of its own; `ws` by default emits all the
         // messages of one TCP read at once, before the client's promise for the confirmation
         // has settled, and the client drops a `confirm_history` that comes with it.

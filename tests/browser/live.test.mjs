@@ -3,63 +3,23 @@
 // turbo-rails in place, without that page reloading or fetching anything.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
 
-import { launchBrowser, startServer } from './server.mjs';
+import {
+  ACTION_TIMEOUT,
+  createRoom,
+  eventually,
+  expectClass,
+  expectCount,
+  expectText,
+  openPage,
+  signIn,
+  STREAM_TYPE,
+  withServerAndBrowser,
+} from './helpers.mjs';
 
-const ACTION_TIMEOUT = 5_000;
-const NAVIGATION_TIMEOUT = 10_000;
-/** A broadcast crosses one local process; if it takes longer than this it is not coming. */
-const BROADCAST_TIMEOUT = 5_000;
-const STREAM_TYPE = 'text/vnd.turbo-stream.html';
-
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-}, { timeout: 45_000 });
-
-after(async () => {
-  // Browser first, so its sockets do not log errors against a server that is already gone.
-  await browser?.close();
-  await server?.stop();
-});
-
-/** Retries `check` until it stops throwing or `timeout` runs out, then rethrows its last error:
- * a broadcast lands some time after the action that caused it, so assertions about it poll. */
-async function eventually(check, { timeout = BROADCAST_TIMEOUT, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() >= deadline) throw err;
-    }
-    await sleep(interval);
-  }
-}
-
-async function textOf(locator) {
-  return (await locator.first().textContent({ timeout: ACTION_TIMEOUT })).replace(/\s+/g, ' ').trim();
-}
-
-async function expectText(locator, expected) {
-  await eventually(async () => assert.equal(await textOf(locator), expected));
-}
-
-async function expectCount(locator, expected) {
-  await eventually(async () => assert.equal(await locator.count(), expected));
-}
-
-async function expectClass(locator, className, present) {
-  await eventually(async () => {
-    const classes = (await locator.getAttribute('class', { timeout: ACTION_TIMEOUT })).split(/\s+/);
-    assert.equal(classes.includes(className), present, `class="${classes.join(' ')}"`);
-  });
-}
+const env = withServerAndBrowser();
+const { step } = env;
 
 /**
  * A signed-in person in a fresh context. Collects console errors and uncaught exceptions, and
@@ -67,23 +27,11 @@ async function expectClass(locator, className, present) {
  * one the page went and fetched.
  */
 async function openPerson(t, name) {
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  context.setDefaultTimeout(ACTION_TIMEOUT);
-  context.setDefaultNavigationTimeout(NAVIGATION_TIMEOUT);
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (err) => problems.push(`${name}: uncaught: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`${name}: console: ${msg.text()} (${msg.location().url})`);
-  });
+  const { page, problems } = await openPage(env.browser, t, { label: name });
   const requests = [];
   page.on('request', (r) => requests.push(`${r.method()} ${new URL(r.url()).pathname}`));
 
-  await page.goto(`${server.url}/session/new`);
-  await page.getByLabel('Your name').fill(name);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL((u) => u.pathname === '/rooms');
+  await signIn(page, env.server.url, name);
   await expectText(page.locator('.signout__who'), `Signed in as ${name}`);
   return { name, page, problems, requests };
 }
@@ -137,18 +85,6 @@ function taskTitled(page, title) {
   return page.locator('#tasks > .task').filter({ has: page.getByText(title, { exact: true }) });
 }
 
-/** Names the failing step and appends what the server said, which is likely the cause. */
-async function step(name, body) {
-  try {
-    await body();
-  } catch (err) {
-    err.message = `${name}: ${err.message}`;
-    const logs = server.logs().trim();
-    if (logs) err.message += `\n--- tasksync output ---\n${logs}`;
-    throw err;
-  }
-}
-
 test(
   'Every change one person makes in a room appears on the other person\'s open room page, without a reload',
   { timeout: 120_000 },
@@ -156,12 +92,9 @@ test(
     const ada = await openPerson(t, 'Ada');
     const grace = await openPerson(t, 'Grace');
 
-    await ada.page.getByLabel('New room').fill('Conference');
-    await ada.page.getByRole('button', { name: 'Create room' }).click();
-    await ada.page.waitForURL((u) => /^\/rooms\/\d+$/.test(u.pathname));
-    const roomPath = new URL(ada.page.url()).pathname;
+    const roomPath = await createRoom(ada.page, 'Conference');
     const roomId = roomPath.split('/').pop();
-    await grace.page.goto(`${server.url}${roomPath}`);
+    await grace.page.goto(`${env.server.url}${roomPath}`);
     await expectText(grace.page.getByRole('heading', { level: 1 }), 'Conference');
 
     await step('both pages subscribe to the room', async () => {

@@ -4,15 +4,19 @@
 // leaves behind on the shared server never shows up in another's list.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { launchBrowser, startServer } from './server.mjs';
+import {
+  ACTION_TIMEOUT,
+  collectProblems,
+  createRoom,
+  eventually,
+  openContext,
+  signIn,
+  withServerAndBrowser,
+} from './helpers.mjs';
 
-const ACTION_TIMEOUT = 5_000;
-const NAVIGATION_TIMEOUT = 10_000;
-/** A presence change crosses one local process and a 100 ms flush; beyond this it is not coming. */
-const PRESENCE_TIMEOUT = 5_000;
 /** The widget says "stopped" after 3 s of quiet and the server expires an indicator 5 s after the
  * last "typing"; either way it must be gone well within this. */
 const TYPING_CLEARS_WITHIN = 10_000;
@@ -25,45 +29,8 @@ const PEOPLE = `${PEOPLE_LIST} > li`;
 const TYPING = 'presence-list .presence__typing[aria-live="polite"]';
 const GRACE_TYPING = 'Grace is typing…';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-}, { timeout: 45_000 });
-
-after(async () => {
-  // Browser first, so its sockets do not log errors against a server that is already gone.
-  await browser?.close();
-  await server?.stop();
-});
-
-/** Retries `check` until it stops throwing or `timeout` runs out, then rethrows its last error:
- * presence frames land some time after whatever caused them, so assertions about them poll. */
-async function eventually(check, { timeout = PRESENCE_TIMEOUT, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() >= deadline) throw err;
-    }
-    await sleep(interval);
-  }
-}
-
-/** Names the failing step and appends what the server said, which is likely the cause. */
-async function step(name, body) {
-  try {
-    return await body();
-  } catch (err) {
-    err.message = `${name}: ${err.message}`;
-    const logs = server.logs().trim();
-    if (logs) err.message += `\n--- tasksync output ---\n${logs}`;
-    throw err;
-  }
-}
+const env = withServerAndBrowser();
+const { step } = env;
 
 const peopleIn = (page) => page.locator(PEOPLE).allTextContents();
 
@@ -83,10 +50,7 @@ async function expectTyping(page, expected, options) {
  * which would hide a server that closes sockets it should keep.
  */
 function watch(page, label, problems) {
-  page.on('pageerror', (err) => problems.push(`${label}: uncaught: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`${label}: console: ${msg.text()} (${msg.location().url})`);
-  });
+  collectProblems(page, problems, label);
   const watched = { page, label, presenceSockets: 0 };
   page.on('websocket', (ws) => {
     if (/^\/rooms\/\d+\/presence$/.test(new URL(ws.url()).pathname)) watched.presenceSockets++;
@@ -96,18 +60,12 @@ function watch(page, label, problems) {
 
 /** A signed-in person in a fresh context, closed by the test's own `after` even on failure. */
 async function openPerson(t, name) {
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  context.setDefaultTimeout(ACTION_TIMEOUT);
-  context.setDefaultNavigationTimeout(NAVIGATION_TIMEOUT);
+  const context = await openContext(env.browser, t);
   const problems = [];
   const tab = watch(await context.newPage(), name, problems);
   const { page } = tab;
 
-  await page.goto(`${server.url}/session/new`);
-  await page.getByLabel('Your name').fill(name);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL((u) => u.pathname === '/rooms');
+  await signIn(page, env.server.url, name);
   return { name, context, page, tab, tabs: [tab], problems };
 }
 
@@ -116,17 +74,8 @@ async function openAnotherTab(person, roomPath) {
   const label = `${person.name} (tab ${person.tabs.length + 1})`;
   const tab = watch(await person.context.newPage(), label, person.problems);
   person.tabs.push(tab);
-  await tab.page.goto(`${server.url}${roomPath}`);
+  await tab.page.goto(`${env.server.url}${roomPath}`);
   return tab;
-}
-
-/** `person` creates a room and lands on it; returns its path. */
-async function createRoom(person, name) {
-  const { page } = person;
-  await page.getByLabel('New room').fill(name);
-  await page.getByRole('button', { name: 'Create room' }).click();
-  await page.waitForURL((u) => /^\/rooms\/\d+$/.test(u.pathname));
-  return new URL(page.url()).pathname;
 }
 
 /**
@@ -163,7 +112,7 @@ async function markDocument(page) {
 
 /** The server's own count of open presence sockets, from its health check. */
 async function presenceConnections() {
-  const res = await fetch(`${server.url}/up`, { signal: AbortSignal.timeout(ACTION_TIMEOUT) });
+  const res = await fetch(`${env.server.url}/up`, { signal: AbortSignal.timeout(ACTION_TIMEOUT) });
   return (await res.json()).presence.connections;
 }
 
@@ -185,7 +134,7 @@ test(
   async (t) => {
     const ada = await openPerson(t, 'Ada');
     const grace = await openPerson(t, 'Grace');
-    const roomPath = await createRoom(ada, 'Standup');
+    const roomPath = await createRoom(ada.page, 'Standup');
 
     const adaNotReloaded = await step('Ada alone sees herself', async () => {
       await expectPeople(ada.page, ['Ada']);
@@ -193,7 +142,7 @@ test(
     });
 
     await step('Grace opening the room sees both of them', async () => {
-      await grace.page.goto(`${server.url}${roomPath}`);
+      await grace.page.goto(`${env.server.url}${roomPath}`);
       await expectPeople(grace.page, ['Ada', 'Grace']);
     });
 
@@ -213,8 +162,8 @@ test(
   async (t) => {
     const ada = await openPerson(t, 'Ada');
     const grace = await openPerson(t, 'Grace');
-    const roomPath = await createRoom(ada, 'Planning');
-    await grace.page.goto(`${server.url}${roomPath}`);
+    const roomPath = await createRoom(ada.page, 'Planning');
+    await grace.page.goto(`${env.server.url}${roomPath}`);
 
     await step('both are in the room', async () => {
       await expectPeople(ada.page, ['Ada', 'Grace']);
@@ -279,8 +228,8 @@ test(
   async (t) => {
     const ada = await openPerson(t, 'Ada');
     const grace = await openPerson(t, 'Grace');
-    const roomPath = await createRoom(ada, 'Retro');
-    await grace.page.goto(`${server.url}${roomPath}`);
+    const roomPath = await createRoom(ada.page, 'Retro');
+    await grace.page.goto(`${env.server.url}${roomPath}`);
 
     await step('both are in the room', async () => {
       await expectPeople(ada.page, ['Ada', 'Grace']);

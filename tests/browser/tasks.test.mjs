@@ -4,99 +4,33 @@
 // session cookie and its own room.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
 
-import { launchBrowser, startServer } from './server.mjs';
+import {
+  ACTION_TIMEOUT,
+  createRoom,
+  eventually,
+  expectClass,
+  expectCount,
+  expectText,
+  NAVIGATION_TIMEOUT,
+  openPage,
+  signIn,
+  STREAM_TYPE,
+  withServerAndBrowser,
+} from './helpers.mjs';
 
-/** Playwright's default is 30 s per action; a local page that takes more than a few is broken. */
-const ACTION_TIMEOUT = 5_000;
-const NAVIGATION_TIMEOUT = 10_000;
-const STREAM_TYPE = 'text/vnd.turbo-stream.html';
-
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-}, { timeout: 45_000 });
-
-after(async () => {
-  // Either may be missing when `before` failed half-way; close what exists, browser first so
-  // it does not log connection errors against a server that is already gone.
-  await browser?.close();
-  await server?.stop();
-});
-
-/**
- * Retries `check` (which throws, typically an assertion) until it passes or `timeout` runs out,
- * then rethrows its last error. playwright-core has no auto-retrying `expect`; DOM updates from a
- * stream land shortly after the response, so assertions about them must poll.
- */
-async function eventually(check, { timeout = ACTION_TIMEOUT, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() >= deadline) throw err;
-    }
-    await sleep(interval);
-  }
-}
-
-/** Whitespace-normalized text of the first element matching `locator`. */
-async function textOf(locator) {
-  return (await locator.first().textContent({ timeout: ACTION_TIMEOUT })).replace(/\s+/g, ' ').trim();
-}
-
-async function expectText(locator, expected) {
-  await eventually(async () => assert.equal(await textOf(locator), expected));
-}
-
-async function expectCount(locator, expected) {
-  await eventually(async () => assert.equal(await locator.count(), expected));
-}
-
-async function expectClass(locator, className, present) {
-  await eventually(async () => {
-    const classes = (await locator.getAttribute('class', { timeout: ACTION_TIMEOUT })).split(/\s+/);
-    assert.equal(classes.includes(className), present, `class="${classes.join(' ')}"`);
-  });
-}
-
-/** A fresh context whose console errors and uncaught exceptions are collected for the test to
- * assert on; closed by the test's own `after`, even when the test fails. */
-async function openPage(t, contextOptions = {}) {
-  const context = await browser.newContext(contextOptions);
-  t.after(() => context.close());
-  context.setDefaultTimeout(ACTION_TIMEOUT);
-  context.setDefaultNavigationTimeout(NAVIGATION_TIMEOUT);
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') {
-      problems.push(`console: ${msg.text()} (${msg.location().url})`);
-    }
-  });
-  return { page, problems };
-}
+const env = withServerAndBrowser();
+const { step } = env;
 
 /** Signs in and creates a room; leaves the page on that room and returns its path. */
 async function signInAndCreateRoom(page, name, roomName) {
-  await page.goto(`${server.url}/session/new`);
-  await page.getByLabel('Your name').fill(name);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL((u) => u.pathname === '/rooms');
+  await signIn(page, env.server.url, name);
   await expectText(page.locator('.signout__who'), `Signed in as ${name}`);
 
-  await page.getByLabel('New room').fill(roomName);
-  await page.getByRole('button', { name: 'Create room' }).click();
-  await page.waitForURL((u) => /^\/rooms\/\d+$/.test(u.pathname));
+  const roomPath = await createRoom(page, roomName);
   await expectText(page.getByRole('heading', { level: 1 }), roomName);
-  return new URL(page.url()).pathname;
+  return roomPath;
 }
 
 /** The id (`task_7`) of the only task whose title is `title`. */
@@ -107,27 +41,11 @@ async function taskId(page, title) {
   return task.getAttribute('id');
 }
 
-/**
- * One step of a scenario. The steps share one page and build on each other, so they are not
- * separate tests: the first failure should end the scenario, named after the step it broke in.
- */
-async function step(name, body) {
-  try {
-    await body();
-  } catch (err) {
-    err.message = `${name}: ${err.message}`;
-    // The server logs warnings and errors only, so whatever it said is likely the cause.
-    const logs = server.logs().trim();
-    if (logs) err.message += `\n--- tasksync output ---\n${logs}`;
-    throw err;
-  }
-}
-
 test(
   'With JavaScript, Turbo adds, edits, completes, reopens, clears and deletes tasks in place without reloading the page',
   { timeout: 90_000 },
   async (t) => {
-    const { page, problems } = await openPage(t);
+    const { page, problems } = await openPage(env.browser, t);
     const roomPath = await signInAndCreateRoom(page, 'Grace', 'Groceries');
     const roomId = roomPath.split('/').pop();
     const counts = page.locator(`#counts_room_${roomId}`);
@@ -232,7 +150,7 @@ test(
   'With JavaScript disabled, the same forms add, edit, complete, clear and delete tasks through posts and redirects',
   { timeout: 90_000 },
   async (t) => {
-    const { page, problems } = await openPage(t, { javaScriptEnabled: false });
+    const { page, problems } = await openPage(env.browser, t, { contextOptions: { javaScriptEnabled: false } });
     const roomPath = await signInAndCreateRoom(page, 'Lin', 'Move house');
     const roomId = roomPath.split('/').pop();
     const counts = page.locator(`#counts_room_${roomId}`);
