@@ -60,6 +60,7 @@ const KEYS: &[&str] = &[
     "database_url",
     "database_pool_size",
     "secret_key_base",
+    "secret_key_base_previous",
     "secure_cookies",
     "max_body_bytes",
     "max_tasks_per_room",
@@ -94,6 +95,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub database_pool_size: u32,
     pub secret_key_base: Option<String>,
+    /// Comma-separated secrets from before a rotation: they still verify, never sign.
+    #[serde(default)]
+    pub secret_key_base_previous: Option<String>,
     pub secure_cookies: bool,
     pub max_body_bytes: usize,
     pub max_tasks_per_room: i64,
@@ -185,6 +189,18 @@ impl Settings {
             limit: self.history_limit,
             ttl: std::time::Duration::from_secs(self.history_ttl_secs),
         }
+    }
+
+    /// The secrets `SECRET_KEY_BASE_PREVIOUS` lists, for a rotation in progress.
+    pub fn previous_secrets(&self) -> Vec<String> {
+        self.secret_key_base_previous
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The secret that signs cookies. Production insists on `SECRET_KEY_BASE`; elsewhere a

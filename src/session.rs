@@ -34,23 +34,26 @@ struct SessionData {
 }
 
 impl Sessions {
-    pub fn new(secret: &str, secure: bool) -> Self {
+    /// Sessions signed with `secret`; cookies signed with any of `previous` still verify and
+    /// are signed again with `secret` on their next response.
+    pub fn new(secret: &str, previous: &[String], secure: bool) -> Self {
         Self {
-            verifier: Verifier::new(secret, "session"),
+            verifier: Verifier::rotating(secret, previous, "session"),
             secure,
         }
     }
 
-    fn decode(&self, value: &str) -> Option<SessionData> {
-        let data = self.verifier.verify(value)?;
-        let data: SessionData = serde_json::from_slice(&data).ok()?;
+    /// The session in a cookie, and whether it was signed with a previous secret.
+    fn decode(&self, value: &str) -> Option<(SessionData, bool)> {
+        let verified = self.verifier.verify_rotating(value)?;
+        let data: SessionData = serde_json::from_slice(&verified.data).ok()?;
         let token = B64.decode(&data.csrf).ok()?;
-        (token.len() == csrf::TOKEN_LEN).then_some(data)
+        (token.len() == csrf::TOKEN_LEN).then_some((data, verified.stale))
     }
 
     /// The signed-in user behind a request's cookie, if any; for sockets, which have no forms.
     pub fn user(&self, req: &HttpRequest) -> Option<User> {
-        self.decode(req.cookie(COOKIE)?.value())?.user
+        self.decode(req.cookie(COOKIE)?.value())?.0.user
     }
 
     fn cookie(&self, data: &SessionData) -> Cookie<'static> {
@@ -160,13 +163,14 @@ pub async fn middleware(
         .cloned()
         .ok_or_else(|| AppError::internal("Sessions missing from app data"))?;
     let state = match req.cookie(COOKIE).and_then(|c| sessions.decode(c.value())) {
-        Some(data) => {
+        Some((data, stale)) => {
             let mut token = [0; csrf::TOKEN_LEN];
             token.copy_from_slice(&B64.decode(&data.csrf).unwrap_or_default());
             State {
                 data,
                 token,
-                changed: false,
+                // Re-signed with the current secret, so a rotation can finish.
+                changed: stale,
             }
         }
         None => Session::fresh(None),

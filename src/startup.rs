@@ -70,6 +70,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let secret = settings.secret_key_base()?;
+        let previous_secrets = settings.previous_secrets();
         let store = Store::connect(&settings.database_url(), settings.database_pool_size).await?;
         let views = Views::new().context("cannot compile the templates")?;
         let hub = HubHandle::start();
@@ -89,7 +90,7 @@ impl Application {
             broadcaster: Broadcaster::new(pubsub.clone()).with_metrics(metrics.clone()),
             cable: Arc::new(CableContext {
                 hub,
-                signer: StreamSigner::new(&secret),
+                signer: StreamSigner::rotating(&secret, &previous_secrets),
                 config: CableConfig::default(),
                 metrics: metrics.clone(),
                 pubsub: pubsub.clone(),
@@ -110,7 +111,11 @@ impl Application {
                 TrustedProxies::parse(&settings.trusted_proxies)?,
             ),
         });
-        let sessions = web::Data::new(Sessions::new(&secret, settings.secure_cookies));
+        let sessions = web::Data::new(Sessions::new(
+            &secret,
+            &previous_secrets,
+            settings.secure_cookies,
+        ));
         let body_limit = web::Data::new(form_guard::BodyLimit(settings.max_body_bytes));
 
         let workers = match settings.workers {

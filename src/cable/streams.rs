@@ -10,8 +10,14 @@ pub struct StreamSigner {
 
 impl StreamSigner {
     pub fn new(secret: &str) -> Self {
+        Self::rotating(secret, &[])
+    }
+
+    /// Like [`new`](Self::new), also accepting names signed under any of `previous`, so pages
+    /// rendered before a secret rotation keep their streams.
+    pub fn rotating(secret: &str, previous: &[String]) -> Self {
         Self {
-            verifier: Verifier::new(secret, "turbo/signed_stream_name"),
+            verifier: Verifier::rotating(secret, previous, "turbo/signed_stream_name"),
         }
     }
 

@@ -24,6 +24,7 @@ mod proxies;
 mod pubsub;
 mod rolling_restart;
 mod rooms;
+mod rotation;
 mod sessions;
 mod startup;
 mod store;
