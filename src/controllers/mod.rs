@@ -124,3 +124,35 @@ pub fn html(status: StatusCode, body: String) -> HttpResponse {
 async fn not_found() -> Result<HttpResponse, crate::error::AppError> {
     Err(crate::error::AppError::NotFound)
 }
+
+/// What both WebSocket endpoints check before upgrading: the Origin (403), then a connection
+/// slot for the client's address (429). The slot is held by the returned permit.
+fn admit_socket(
+    req: &HttpRequest,
+    state: &crate::startup::AppState,
+) -> Result<limits::ConnectionPermit, crate::error::AppError> {
+    if !state.allowed_origins.allows(req) {
+        return Err(crate::error::AppError::ForbiddenOrigin);
+    }
+    state
+        .connections
+        .acquire(req)
+        .ok_or(crate::error::AppError::TooManyConnections)
+}
+
+/// Runs a socket's task in `span` (created inside the upgrade request's span, so the socket's
+/// log lines carry its request id), holding `permit` until the task ends, however it ends.
+fn spawn_socket(
+    permit: limits::ConnectionPermit,
+    span: tracing::Span,
+    serve: impl std::future::Future<Output = ()> + 'static,
+) {
+    use tracing::Instrument as _;
+    actix_web::rt::spawn(
+        async move {
+            let _permit = permit;
+            serve.await;
+        }
+        .instrument(span),
+    );
+}
