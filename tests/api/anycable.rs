@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    cable_client::{ACTIONCABLE_PROTOCOLS, Cable, handshake, identifier, signed_stream_in},
+    cable_client::{ACTIONCABLE_PROTOCOLS, Cable, identifier, signed_stream_in},
     helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
     processes::SHARED_SECRET,
 };
@@ -26,14 +26,7 @@ const REFRESH: &str = "<turbo-stream action=\"refresh\"></turbo-stream>\n";
 /// Connects offering `protocols`, as a browser on the app's own page; returns the socket and
 /// its welcome.
 async fn connect(app: &TestApp, protocols: &'static str) -> (Cable, Value) {
-    let (ws, response) = handshake(app, "/cable", Some(&app.address), Some(protocols))
-        .await
-        .expect("cable handshake");
-    let protocol = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let mut cable = Cable { ws, protocol };
+    let mut cable = Cable::connect_offering(app, protocols).await;
     let welcome = cable.next().await;
     (cable, welcome)
 }

@@ -55,14 +55,14 @@ pub async fn handshake(
 impl Cable {
     /// Connects to `/cable` as a browser on the app's own page would.
     pub async fn connect(app: &TestApp) -> Cable {
-        let (ws, response) = handshake(
-            app,
-            "/cable",
-            Some(&app.address),
-            Some(ACTIONCABLE_PROTOCOLS),
-        )
-        .await
-        .expect("cable handshake");
+        Self::connect_offering(app, ACTIONCABLE_PROTOCOLS).await
+    }
+
+    /// Connects offering `protocols` (a client of another ActionCable dialect, say).
+    pub async fn connect_offering(app: &TestApp, protocols: &'static str) -> Cable {
+        let (ws, response) = handshake(app, "/cable", Some(&app.address), Some(protocols))
+            .await
+            .expect("cable handshake");
         let protocol = response
             .headers()
             .get("Sec-WebSocket-Protocol")
