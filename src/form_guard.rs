@@ -90,7 +90,7 @@ pub async fn middleware(
 
 /// The fields of the request's form body, decoded once by the middleware above.
 #[derive(Clone, Debug, Default)]
-pub struct FormParams(Rc<Vec<(String, String)>>);
+pub struct FormParams(pub Rc<Vec<(String, String)>>);
 
 impl FormParams {
     /// The value of field `name`; when a field repeats, the last one wins, as in Rails.

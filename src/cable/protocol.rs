@@ -96,8 +96,18 @@ struct RawCommand {
     history: Option<serde_json::Value>,
 }
 
+/// Whether `text` holds a JSON object, rather than, say, an array: serde reads a struct from an
+/// array of its fields too (`["subscribe", "..."]`), and commands and identifiers are objects.
+fn is_json_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
 impl Command {
     pub fn parse(text: &str, protocol: Protocol) -> Result<Self, CommandError> {
+        if !is_json_object(text) {
+            return Err(CommandError::Malformed("expected a JSON object".into()));
+        }
         let raw: RawCommand =
             serde_json::from_str(text).map_err(|e| CommandError::Malformed(e.to_string()))?;
         let extended = protocol == Protocol::Extended;
@@ -148,6 +158,18 @@ struct RawPosition {
 
 impl HistoryRequest {
     fn parse(value: serde_json::Value) -> Result<Self, CommandError> {
+        // Objects all the way down: serde would read these structs from arrays too.
+        let objects = value.as_object().is_some_and(|history| {
+            history
+                .get("streams")
+                .and_then(serde_json::Value::as_object)
+                .is_none_or(|streams| streams.values().all(serde_json::Value::is_object))
+        });
+        if !objects {
+            return Err(CommandError::MalformedHistory(
+                "the request and its stream positions must be objects".into(),
+            ));
+        }
         let raw: RawHistory = serde_json::from_value(value)
             .map_err(|e| CommandError::MalformedHistory(e.to_string()))?;
         let since = raw.since.filter(|&since| since > 0);
@@ -204,6 +226,9 @@ impl Identifier {
     /// The identifier is itself JSON, carried as a string. An offset that is not a whole
     /// number makes the identifier invalid.
     pub fn parse(identifier: &str) -> Option<Self> {
+        if !is_json_object(identifier) {
+            return None;
+        }
         let raw: RawIdentifier = serde_json::from_str(identifier).ok()?;
         let offset = match raw.offset {
             None => None,
@@ -358,6 +383,7 @@ mod tests {
             "[]",
             r#"{"command":1}"#,
             r#"{"command":"subscribe"}"#,
+            r#"["unsubscribe","{}"]"#,
         ] {
             assert!(
                 matches!(
@@ -381,6 +407,10 @@ mod tests {
         assert_eq!(id.signed_stream_name.as_deref(), Some("abc--def"));
         assert_eq!(id.since, None);
         assert_eq!(Identifier::parse("not json"), None);
+        assert_eq!(
+            Identifier::parse(r#"["Turbo::StreamsChannel","abc--def"]"#),
+            None
+        );
     }
 
     #[test]
@@ -518,6 +548,8 @@ mod tests {
             json!({"streams": {"rooms:1": {"epoch": "e"}}}),
             json!({"streams": {"rooms:1": {"epoch": 1, "offset": 1}}}),
             json!({"streams": {"rooms:1": {"epoch": "e", "offset": -1}}}),
+            json!([1_700_000_000]),
+            json!({"streams": {"rooms:1": ["e", 3]}}),
         ] {
             let alone = json!({"command": "history", "identifier": ID, "history": bad}).to_string();
             assert!(

@@ -37,8 +37,10 @@ fn parse_text(
     if trimmed.chars().any(|c| c.is_control() && !allowed(c)) {
         return Err(Invalid(format!("{field} contains control characters")));
     }
+    // Line breaks are stored as `\n`: CRLF first, then a lone CR, as HTML normalises them. One
+    // pass of CRLF alone would leave the CR of `\r\r\n` before the new `\n`.
     Ok(if allow_newlines {
-        trimmed.replace("\r\n", "\n")
+        trimmed.replace("\r\n", "\n").replace('\r', "\n")
     } else {
         trimmed.to_owned()
     })
@@ -74,6 +76,10 @@ mod tests {
         assert_eq!(
             parse_text("Notes", "a\r\nb\tc", 0, 100, true).unwrap(),
             "a\nb\tc"
+        );
+        assert_eq!(
+            parse_text("Notes", "a\r\r\nb\rc", 0, 100, true).unwrap(),
+            "a\n\nb\nc"
         );
         assert!(parse_text("Notes", "a\u{0000}b", 0, 100, true).is_err());
     }

@@ -32,6 +32,13 @@ struct RawFrame {
 
 impl ClientFrame {
     pub fn parse(text: &str) -> Result<Self, FrameError> {
+        // serde reads a struct from an array of its fields too (`["typing", true]`).
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(FrameError::Malformed);
+        }
         let raw: RawFrame = serde_json::from_str(text).map_err(|_| FrameError::Malformed)?;
         match raw.kind.as_str() {
             "typing" => match raw.typing {
@@ -133,7 +140,15 @@ mod tests {
             ClientFrame::parse(r#"{"type":"dance"}"#),
             Err(FrameError::UnknownType("dance".into()))
         );
-        for bad in ["", "[]", "null", "{", r#"{"typing":true}"#, r#"{"type":5}"#] {
+        for bad in [
+            "",
+            "[]",
+            "null",
+            "{",
+            r#"{"typing":true}"#,
+            r#"{"type":5}"#,
+            r#"["typing",true]"#,
+        ] {
             assert_eq!(ClientFrame::parse(bad), Err(FrameError::Malformed), "{bad}");
         }
     }

@@ -72,10 +72,12 @@ impl Cable {
 
     /// The next frame that is not a ping, as JSON; panics after [`WAIT`].
     pub async fn next(&mut self) -> Value {
+        // Pings keep coming, so the wait is for the whole call, not for each frame.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let frame = self
-                .next_frame()
+            let frame = tokio::time::timeout_at(deadline, self.next_frame())
                 .await
+                .expect("a frame other than a ping within the wait")
                 .expect("a frame before the socket closed");
             if frame["type"] != "ping" {
                 return frame;

@@ -11,6 +11,7 @@ mod cable_client;
 mod cable_memory;
 mod cross_process;
 mod deploy;
+mod fuzz_corpus;
 mod health;
 mod history;
 mod history_processes;
