@@ -12,7 +12,10 @@ use figment::{
 };
 use serde::Deserialize;
 
-use crate::pubsub::{AdapterConfig, HistoryWindow};
+use crate::{
+    presence::PresenceConfig,
+    pubsub::{AdapterConfig, HistoryWindow},
+};
 
 /// Which set of defaults applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +55,7 @@ impl Environment {
 }
 
 /// Every key the configuration files and environment variables may set.
-const KEYS: &[&str] = &[
+pub const KEYS: &[&str] = &[
     "host",
     "port",
     "workers",
@@ -79,7 +82,22 @@ const KEYS: &[&str] = &[
     "log_format",
     "metrics_token",
     "trusted_proxies",
+    "presence_ping_interval_ms",
+    "presence_idle_timeout_ms",
 ];
+
+/// The environment variable that overrides `key`: the key in upper case (`PORT` for `port`).
+pub fn env_var(key: &str) -> String {
+    key.to_ascii_uppercase()
+}
+
+/// The key an environment variable overrides, if it names one: the inverse of [`env_var`],
+/// ignoring case as the loader does.
+pub fn key_for_env_var(name: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .copied()
+        .find(|key| env_var(key).eq_ignore_ascii_case(name))
+}
 
 /// The application's settings, resolved.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +143,10 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// Comma-separated addresses or CIDR ranges whose X-Forwarded-* headers are believed.
     pub trusted_proxies: String,
+    /// How often the server pings each presence socket (0: never), and how long a presence
+    /// socket may stay silent (no frame, no pong) before it is closed (0: forever).
+    pub presence_ping_interval_ms: u64,
+    pub presence_idle_timeout_ms: u64,
 }
 
 fn default_environment() -> Environment {
@@ -147,10 +169,12 @@ impl Settings {
         let mut settings: Settings = Figment::new()
             .merge(Toml::string(include_str!("../config/default.toml")))
             .merge(Toml::string(environment.file()))
-            .merge(Env::raw().only(KEYS))
+            .merge(Env::raw().filter_map(|name| key_for_env_var(name.as_str()).map(Into::into)))
             .extract()
             .context("invalid configuration")?;
         settings.environment = environment;
+        // Refuse contradictory timings before anything starts.
+        settings.presence()?;
         Ok(settings)
     }
 
@@ -189,6 +213,25 @@ impl Settings {
             limit: self.history_limit,
             ttl: std::time::Duration::from_secs(self.history_ttl_secs),
         }
+    }
+
+    /// Presence's timings and limits, with the server pings and idle timeout set here. An idle
+    /// timeout needs pings (a quiet client sends nothing else) at a shorter interval.
+    pub fn presence(&self) -> anyhow::Result<PresenceConfig> {
+        let ping = self.presence_ping_interval_ms;
+        let idle = self.presence_idle_timeout_ms;
+        if idle != 0 && (ping == 0 || idle <= ping) {
+            bail!(
+                "PRESENCE_IDLE_TIMEOUT_MS ({idle}) must be longer than PRESENCE_PING_INTERVAL_MS \
+                 ({ping}), which must not be 0 (or set the idle timeout to 0 to turn it off)"
+            );
+        }
+        let millis = |ms: u64| (ms != 0).then(|| std::time::Duration::from_millis(ms));
+        Ok(PresenceConfig {
+            ping_interval: millis(ping),
+            idle_timeout: millis(idle),
+            ..PresenceConfig::default()
+        })
     }
 
     /// The secrets `SECRET_KEY_BASE_PREVIOUS` lists, for a rotation in progress.
@@ -266,6 +309,51 @@ mod tests {
         let first = local_secret(&path).unwrap();
         assert_eq!(first.len(), 128);
         assert_eq!(local_secret(&path).unwrap(), first);
+    }
+
+    #[test]
+    fn environment_variables_are_the_keys_in_upper_case() {
+        assert_eq!(env_var("database_url"), "DATABASE_URL");
+        assert_eq!(key_for_env_var("DATABASE_URL"), Some("database_url"));
+        assert_eq!(key_for_env_var("database_url"), Some("database_url"));
+        assert_eq!(
+            key_for_env_var("PRESENCE_IDLE_TIMEOUT_MS"),
+            Some("presence_idle_timeout_ms")
+        );
+        assert_eq!(key_for_env_var("HOME"), None);
+        assert_eq!(key_for_env_var("TASKSYNC_ENV"), None);
+    }
+
+    #[test]
+    fn presence_pings_and_idle_timeout_come_from_the_settings() {
+        let mut settings = Settings::load(Environment::Test).unwrap();
+        let config = settings.presence().unwrap();
+        assert_eq!(
+            config.ping_interval,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            config.idle_timeout,
+            Some(std::time::Duration::from_secs(15))
+        );
+
+        settings.presence_ping_interval_ms = 200;
+        settings.presence_idle_timeout_ms = 0;
+        let config = settings.presence().unwrap();
+        assert_eq!(
+            config.ping_interval,
+            Some(std::time::Duration::from_millis(200))
+        );
+        assert_eq!(config.idle_timeout, None);
+
+        for (ping, idle) in [(0, 1000), (1000, 1000), (1000, 500)] {
+            settings.presence_ping_interval_ms = ping;
+            settings.presence_idle_timeout_ms = idle;
+            assert!(
+                settings.presence().is_err(),
+                "{ping} ms pings, {idle} ms idle"
+            );
+        }
     }
 
     #[test]

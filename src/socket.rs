@@ -1,11 +1,15 @@
 //! What the two WebSocket servers (the cable and presence) share: the incoming frame limit,
-//! answering pings, and how a socket's loop ends and what close frame that ending sends.
+//! answering pings, server-side pings with an idle timeout, and how a socket's loop ends and what
+//! close frame that ending sends.
+
+use std::time::Duration;
 
 use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, MessageStream,
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, MessageStream,
     ProtocolError, Session,
 };
 use bytestring::ByteString;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// Caps incoming frames, continuations included, at `max_bytes`.
 pub fn limited(messages: MessageStream, max_bytes: usize) -> AggregatedMessageStream {
@@ -32,6 +36,9 @@ pub enum End {
     Protocol(ProtocolError),
     /// This process is shutting down.
     ServerRestart,
+    /// Nothing at all (no frame, no pong) arrived from the client for the idle timeout: the
+    /// peer is presumed gone (a closed laptop lid, a dropped NAT mapping).
+    IdleTimeout,
 }
 
 impl End {
@@ -41,6 +48,10 @@ impl End {
             End::Closed => return None,
             End::FellBehind => (CloseCode::Again, "fell behind".to_owned()),
             End::ServerRestart => (CloseCode::Restart, "server restart".to_owned()),
+            // 1001, going away: this endpoint is leaving a connection it considers dead. Not
+            // 1011, which RFC 6455 reserves for an unexpected condition inside the server; a
+            // client that was only slow reconnects on either.
+            End::IdleTimeout => (CloseCode::Away, "idle timeout".to_owned()),
             End::Protocol(ProtocolError::Overflow) => {
                 (CloseCode::Size, ProtocolError::Overflow.to_string())
             }
@@ -72,10 +83,150 @@ pub async fn next_frame(
     }
 }
 
+/// A socket's server-side liveness check: a WebSocket Ping every `ping_interval`, and the end of
+/// the socket once nothing at all has arrived from the client for `idle_timeout`. Browsers
+/// answer pings in their network stack, so a background tab still answers; a peer that is
+/// gone does not. `None` turns either part off.
+pub struct Keepalive {
+    ping: Option<Interval>,
+    idle_timeout: Option<Duration>,
+    last_heard: Instant,
+}
+
+impl Keepalive {
+    /// Starts the clocks now: the first ping goes out one interval from now.
+    pub fn new(ping_interval: Option<Duration>, idle_timeout: Option<Duration>) -> Self {
+        let now = Instant::now();
+        let ping = ping_interval.filter(|p| !p.is_zero()).map(|period| {
+            let mut ping = tokio::time::interval_at(now + period, period);
+            // After a stall, one ping, not a burst of catch-up pings.
+            ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            ping
+        });
+        Self {
+            ping,
+            idle_timeout: idle_timeout.filter(|t| !t.is_zero()),
+            last_heard: now,
+        }
+    }
+
+    /// When the socket is closed unless something arrives before.
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_timeout.map(|timeout| self.last_heard + timeout)
+    }
+
+    /// Sends `text`; a write still blocked at the idle deadline ends the socket as idle. A peer
+    /// that reads nothing eventually fills the connection's buffers, and a loop waiting on such
+    /// a write would otherwise never look at the deadline.
+    pub async fn send(&self, session: &mut Session, text: ByteString) -> Result<(), End> {
+        write_by(self.idle_deadline(), session.text(text)).await
+    }
+}
+
+/// Waits for a write to the socket, ending it as idle if the write is still blocked at
+/// `deadline`.
+async fn write_by(
+    deadline: Option<Instant>,
+    write: impl Future<Output = Result<(), Closed>>,
+) -> Result<(), End> {
+    let written = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, write)
+            .await
+            .map_err(|_| End::IdleTimeout)?,
+        None => write.await,
+    };
+    written.map_err(|_| End::Closed)
+}
+
+async fn next_ping(ping: &mut Option<Interval>) {
+    match ping {
+        Some(ping) => {
+            ping.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn idle(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`next_frame`] with a [`Keepalive`]: also pings the client when a ping is due, and ends with
+/// [`End::IdleTimeout`] once nothing has arrived for the idle timeout. Any incoming message
+/// (a frame, a ping, a pong) counts as a sign of life. Safe to drop at any await, as in a
+/// `select!`: the clocks live in `keepalive`.
+pub async fn next_frame_alive(
+    messages: &mut AggregatedMessageStream,
+    session: &mut Session,
+    keepalive: &mut Keepalive,
+) -> Result<Frame, End> {
+    loop {
+        let deadline = keepalive.idle_deadline();
+        tokio::select! {
+            // A message waiting since before the deadline is still a sign of life.
+            biased;
+            message = messages.recv() => {
+                keepalive.last_heard = Instant::now();
+                match message {
+                    Some(Ok(AggregatedMessage::Text(text))) => return Ok(Frame::Text(text)),
+                    Some(Ok(AggregatedMessage::Binary(_))) => return Ok(Frame::Binary),
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        session.pong(&bytes).await.map_err(|_| End::Closed)?;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) | None => return Err(End::Closed),
+                    Some(Err(err)) => return Err(End::Protocol(err)),
+                }
+            }
+            () = next_ping(&mut keepalive.ping) => {
+                write_by(deadline, session.ping(b"")).await?;
+            }
+            () = idle(deadline) => return Err(End::IdleTimeout),
+        }
+    }
+}
+
 /// Sends the close frame for `end` and lets the socket go.
 pub async fn close(session: Session, end: &End) {
     if let End::Protocol(err) = end {
         tracing::info!(error = %err, "closing a socket that broke the protocol");
     }
+    if let End::IdleTimeout = end {
+        tracing::debug!("closing a socket that went quiet");
+    }
     let _ = session.close(end.close_reason()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_socket_is_closed_as_going_away() {
+        let reason = End::IdleTimeout.close_reason().unwrap();
+        assert_eq!(u16::from(reason.code), 1001);
+        assert_eq!(reason.description.as_deref(), Some("idle timeout"));
+    }
+
+    #[tokio::test]
+    async fn keepalive_pings_each_interval_and_gives_up_after_the_idle_timeout() {
+        let start = Instant::now();
+        let mut keepalive = Keepalive::new(
+            Some(Duration::from_millis(50)),
+            Some(Duration::from_millis(150)),
+        );
+        let deadline = keepalive.idle_deadline().unwrap();
+        assert!(deadline >= start + Duration::from_millis(150));
+        next_ping(&mut keepalive.ping).await;
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        keepalive.last_heard = Instant::now();
+        assert!(keepalive.idle_deadline().unwrap() >= deadline + Duration::from_millis(50));
+
+        let off = Keepalive::new(None, Some(Duration::ZERO));
+        assert!(off.ping.is_none());
+        assert_eq!(off.idle_deadline(), None);
+    }
 }

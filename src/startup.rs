@@ -23,7 +23,7 @@ use crate::{
     metrics::Metrics,
     observability,
     origin::{AllowedOrigins, TrustedProxies},
-    presence::{PresenceConfig, PresenceHandle},
+    presence::PresenceHandle,
     pubsub::{Envelope, PubSub, Topic},
     session::Sessions,
     store::Store,
@@ -77,7 +77,7 @@ impl Application {
         let metrics = Metrics::new();
         let (inbox, received) = mpsc::channel(1024);
         let pubsub = PubSub::start(&settings.pubsub()?, settings.history_window(), inbox).await?;
-        let presence = PresenceHandle::start(pubsub.clone(), PresenceConfig::default());
+        let presence = PresenceHandle::start(pubsub.clone(), settings.presence()?);
         let (shutdown, shutting_down) = watch::channel(false);
         tokio::spawn(route_inbox(received, hub.clone(), presence.clone()));
         let state = web::Data::new(AppState {

@@ -122,7 +122,8 @@ pub async fn serve(
     let reason = match end {
         End::ServerRestart => Some(DisconnectReason::ServerRestart),
         End::FellBehind => Some(DisconnectReason::SlowClient),
-        End::Closed | End::Protocol(_) => None,
+        // The cable never ends for idleness itself: its clients watch the server's pings.
+        End::Closed | End::Protocol(_) | End::IdleTimeout => None,
     };
     if let Some(reason) = reason {
         let _ = session.text(protocol::disconnect(reason)).await;

@@ -1,6 +1,6 @@
 //! One presence socket: sends `presence_state` first, then whatever the presence server queues
 //! (diffs, typing), relays the client's typing frames, answers bad frames with an error frame,
-//! and always leaves the room when it ends.
+//! pings the client and closes it when it goes quiet, and always leaves the room when it ends.
 
 use actix_ws::{CloseCode, MessageStream, Session};
 use tokio::sync::{mpsc, watch};
@@ -36,12 +36,14 @@ pub async fn serve(
         let _ = session.close(Some(CloseCode::Restart.into())).await;
         return;
     };
+    let mut keepalive =
+        socket::Keepalive::new(presence.config.ping_interval, presence.config.idle_timeout);
     let end = if session.text(state).await.is_err() {
         End::Closed
     } else {
         loop {
             tokio::select! {
-                frame = socket::next_frame(&mut messages, &mut session) => {
+                frame = socket::next_frame_alive(&mut messages, &mut session, &mut keepalive) => {
                     let reply = match frame {
                         Ok(Frame::Text(text)) => match ClientFrame::parse(&text) {
                             Ok(ClientFrame::Typing(typing)) => {
@@ -62,8 +64,8 @@ pub async fn serve(
                 _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 frame = queued.recv() => match frame {
                     Some(frame) => {
-                        if session.text(frame).await.is_err() {
-                            break End::Closed;
+                        if let Err(end) = keepalive.send(&mut session, frame).await {
+                            break end;
                         }
                     }
                     None => break End::FellBehind,

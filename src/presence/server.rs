@@ -46,6 +46,11 @@ pub struct PresenceConfig {
     pub outbound_queue: usize,
     /// Largest frame a client may send.
     pub max_frame_bytes: usize,
+    /// How often the server sends each socket a WebSocket Ping; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// A socket from which nothing at all (frame or pong) has arrived for this long is closed
+    /// (1001) and its person leaves; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for PresenceConfig {
@@ -59,6 +64,8 @@ impl Default for PresenceConfig {
             typing_per_second: 2.0,
             outbound_queue: 64,
             max_frame_bytes: 4096,
+            ping_interval: Some(Duration::from_secs(5)),
+            idle_timeout: Some(Duration::from_secs(15)),
         }
     }
 }

@@ -6,11 +6,15 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     cable_client::{Socket, WAIT, handshake},
-    helpers::{Backend, TestApp, TestDatabase, spawn},
+    helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
     processes,
 };
 
@@ -147,10 +151,16 @@ crate::backend_tests! {
         grace.sign_in("Grace").await;
         let mut grace_socket = Presence::connect(&grace, room).await;
         assert_eq!(names(&grace_socket.frame().await["users"]), ["Ada", "Grace"]);
-        let diff = ada.until("presence_diff").await;
-        assert!(names(&diff["joins"]).contains(&"Grace".to_owned()), "{diff}");
+        // A first diff may still repeat Ada's own join, which the state already showed.
+        let diff = loop {
+            let diff = ada.until("presence_diff").await;
+            apply(&mut view, &diff);
+            if names(&diff["joins"]).contains(&"Grace".to_owned()) {
+                break diff;
+            }
+            assert_eq!(names(&diff["joins"]), ["Ada"], "{diff}");
+        };
         assert_eq!(diff["leaves"], json!([]));
-        apply(&mut view, &diff);
         wait_for_people(&mut ada, &mut view, &["Ada", "Grace"]).await;
 
         drop(grace_socket);
@@ -489,4 +499,219 @@ async fn a_plain_get_of_the_presence_socket_is_a_bad_request() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+// ---- server pings and the idle timeout --------------------------------------------------------
+
+const PING_INTERVAL: Duration = Duration::from_millis(200);
+const IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A server that pings presence sockets every 200 ms and closes one silent for 1 s.
+async fn spawn_pinging() -> TestApp {
+    spawn_with(Backend::Sqlite, |settings| {
+        settings.presence_ping_interval_ms = PING_INTERVAL.as_millis() as u64;
+        settings.presence_idle_timeout_ms = IDLE_TIMEOUT.as_millis() as u64;
+    })
+    .await
+}
+
+/// Reads `socket` for `wait` as a live client does (tokio-tungstenite answers each ping while
+/// it is read), failing if the server closes it; returns the pings seen.
+async fn read_for(socket: &mut Presence, wait: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.ws.next()).await {
+            Err(_) => return pings,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Text(_) | Message::Pong(_)))) => {}
+            other => panic!("the server ended a socket that answers its pings: {other:?}"),
+        }
+    }
+}
+
+/// A presence client that does the WebSocket handshake by hand and then never writes a byte:
+/// it answers no ping, as a peer behind a closed laptop lid or a dropped NAT mapping.
+struct Unresponsive {
+    tcp: TcpStream,
+    /// Bytes read past the handshake's response.
+    read: Vec<u8>,
+}
+
+impl Unresponsive {
+    async fn connect(app: &TestApp, room: i64) -> Unresponsive {
+        let host = app
+            .address
+            .strip_prefix("http://")
+            .expect("an http address");
+        let mut tcp = TcpStream::connect(host).await.expect("connect");
+        let request = format!(
+            "GET /rooms/{room}/presence HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {}\r\nCookie: {}\r\n\r\n",
+            app.address,
+            app.cookie_header().expect("signed in"),
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        let end = loop {
+            if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0; 1024];
+            let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+                .await
+                .expect("a handshake response in time")
+                .unwrap();
+            assert!(n > 0, "closed during the handshake");
+            read.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&read[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        read.drain(..end);
+        Unresponsive { tcp, read }
+    }
+
+    /// Every frame the server sent, as (opcode, payload), up to and including its close frame.
+    async fn frames_until_close(mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        loop {
+            while let Some((frame, len)) = parse_frame(&self.read) {
+                self.read.drain(..len);
+                let close = frame.0 == 0x8;
+                frames.push(frame);
+                if close {
+                    return frames;
+                }
+            }
+            let mut chunk = [0; 4096];
+            let n = tokio::time::timeout(WAIT, self.tcp.read(&mut chunk))
+                .await
+                .expect("frames in time")
+                .expect("read");
+            assert!(n > 0, "connection ended without a close frame: {frames:?}");
+            self.read.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// One unmasked server frame at the start of `bytes`, and its length; `None` if incomplete.
+fn parse_frame(bytes: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    assert_eq!(second & 0x80, 0, "server frames are never masked");
+    let (len, header) = match second & 0x7f {
+        126 => (
+            u16::from_be_bytes(bytes.get(2..4)?.try_into().unwrap()) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(bytes.get(2..10)?.try_into().unwrap()) as usize,
+            10,
+        ),
+        len => (len as usize, 2),
+    };
+    let payload = bytes.get(header..header + len)?;
+    Some(((first & 0x0f, payload.to_vec()), header + len))
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays_connected_past_the_idle_timeout() {
+    let app = spawn_pinging().await;
+    let room = app.signed_in_room().await;
+    let mut ada = Presence::connect(&app, room).await;
+    assert_eq!(ada.frame().await["type"], "presence_state");
+
+    // Three idle timeouts in which Ada sends nothing of her own: only her pongs keep her.
+    let pings = read_for(&mut ada, IDLE_TIMEOUT * 3).await;
+    assert!(pings >= 5, "{pings} pings in 3 s");
+
+    // Still here, as others see it, and still hearing about them.
+    let grace = app.new_visitor();
+    grace.sign_in("Grace").await;
+    let mut grace_socket = Presence::connect(&grace, room).await;
+    assert_eq!(
+        names(&grace_socket.frame().await["users"]),
+        ["Ada", "Grace"]
+    );
+    let diff = ada.until("presence_diff").await;
+    assert!(
+        names(&diff["joins"]).contains(&"Grace".to_owned()),
+        "{diff}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_closed_and_leaves_the_room() {
+    let app = spawn_pinging().await;
+    let room = app.signed_in_room().await;
+    let grace = app.new_visitor();
+    grace.sign_in("Grace").await;
+    let mut grace_socket = Presence::connect(&grace, room).await;
+    let mut view = names(&grace_socket.frame().await["users"]);
+
+    let ada = Unresponsive::connect(&app, room).await;
+    let silent_since = tokio::time::Instant::now();
+    wait_for_people(&mut grace_socket, &mut view, &["Ada", "Grace"]).await;
+
+    // Grace reads (and so answers her pings) all along; Ada never does.
+    wait_for_people(&mut grace_socket, &mut view, &["Grace"]).await;
+    let gone_after = silent_since.elapsed();
+    assert!(
+        gone_after >= IDLE_TIMEOUT - PING_INTERVAL,
+        "Ada left after {gone_after:?}, before the idle timeout"
+    );
+
+    let frames = ada.frames_until_close().await;
+    let (first, payload) = &frames[0];
+    assert_eq!(*first, 0x1, "text first");
+    assert!(String::from_utf8_lossy(payload).contains("presence_state"));
+    assert!(
+        frames.iter().any(|(opcode, _)| *opcode == 0x9),
+        "pings before the close: {frames:?}"
+    );
+    let (opcode, close) = frames.last().unwrap();
+    assert_eq!(*opcode, 0x8);
+    assert_eq!(
+        u16::from_be_bytes([close[0], close[1]]),
+        1001,
+        "going away: {:?}",
+        String::from_utf8_lossy(&close[2..])
+    );
+
+    let up: Value = reqwest::get(app.url("/up"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up["presence"]["connections"], 1, "{up}");
+}
+
+#[tokio::test]
+async fn clients_see_the_servers_ping_frames() {
+    let app = spawn_pinging().await;
+    let room = app.signed_in_room().await;
+    let mut ada = Presence::connect(&app, room).await;
+    ada.frame().await;
+    let started = tokio::time::Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        match tokio::time::timeout(WAIT, ada.ws.next())
+            .await
+            .expect("a ping in time")
+        {
+            Some(Ok(Message::Ping(payload))) => {
+                assert!(payload.is_empty(), "{payload:?}");
+                pings += 1;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+    // Three pings take about three intervals: not a burst, not a stall.
+    let took = started.elapsed();
+    assert!(
+        took >= PING_INTERVAL * 2 && took <= PING_INTERVAL * 10,
+        "3 pings in {took:?}"
+    );
 }
