@@ -26,10 +26,10 @@ struct Pair {
 
 async fn pair(adapter: &str) -> Pair {
     let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let name = match &database {
-        TestDatabase::Postgres { name } => name.clone(),
-        TestDatabase::Sqlite { .. } => unreachable!(),
+    let TestDatabase::Postgres { name } = &database else {
+        panic!("a PostgreSQL test database");
     };
+    let name = name.clone();
     let database = Arc::new(database);
     let channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
     let env = [

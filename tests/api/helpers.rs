@@ -31,6 +31,8 @@ pub enum TestDatabase {
     Postgres {
         name: String,
     },
+    /// A database on a private server the test runs itself, which goes when the server does.
+    Private,
 }
 
 impl TestDatabase {
