@@ -6,7 +6,7 @@ use actix_web::{
     http::{StatusCode, header},
 };
 
-use crate::{assets, store::StoreError};
+use crate::{assets, cable::CommitError, store::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -48,6 +48,15 @@ impl From<StoreError> for AppError {
             StoreError::NotFound => Self::NotFound,
             StoreError::Unavailable(_) => Self::Unavailable,
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<CommitError> for AppError {
+    fn from(err: CommitError) -> Self {
+        match err {
+            CommitError::Store(err) => err.into(),
+            CommitError::Publish(_) => Self::Unavailable,
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub slow_disconnects: IntCounterVec,
     pub pubsub_reconnects: IntCounter,
     pub pubsub_healthy: IntGauge,
+    pub pubsub_lag_seconds: Histogram,
+    pub pubsub_backlog: IntGauge,
+    pub pubsub_recovered: IntCounter,
+    pub pubsub_duplicates: IntCounter,
+    pub stream_resets: IntCounter,
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
     pub db_pool_connections: IntGauge,
@@ -107,6 +112,33 @@ impl Metrics {
                 "pubsub_healthy",
                 "1 while the pub/sub adapter is connected, 0 while it reconnects.",
             )),
+            pubsub_lag_seconds: reg.histogram(
+                HistogramOpts::new(
+                    "pubsub_lag_seconds",
+                    "How long envelopes waited between arriving from the pub/sub adapter and \
+                     reaching the hub or the presence server: grows when this process falls \
+                     behind its adapter.",
+                )
+                .buckets(BUCKETS.to_vec()),
+            ),
+            pubsub_backlog: reg.gauge(Opts::new(
+                "pubsub_backlog",
+                "Envelopes received from the pub/sub adapter and not yet handed on.",
+            )),
+            pubsub_recovered: reg.counter(Opts::new(
+                "pubsub_messages_recovered_total",
+                "Cable messages read back from stream history because their notification was \
+                 missed (while the adapter reconnected, say).",
+            )),
+            pubsub_duplicates: reg.counter(Opts::new(
+                "pubsub_duplicates_dropped_total",
+                "Cable messages heard again after a catch-up had already delivered them.",
+            )),
+            stream_resets: reg.counter(Opts::new(
+                "cable_stream_resets_total",
+                "Times subscribers were told to refresh because messages were lost beyond \
+                 the history window (or the history started over).",
+            )),
             http_requests: reg.counter_vec(
                 Opts::new(
                     "http_requests_total",
@@ -133,7 +165,8 @@ impl Metrics {
             )),
             db_pool_max: reg.gauge(Opts::new(
                 "db_pool_max_connections",
-                "The most connections the pool may open (DATABASE_POOL_SIZE).",
+                "The most connections the pool may open: DATABASE_POOL_SIZE (with SQLite, plus \
+                 its one writer connection).",
             )),
             recording: Arc::default(),
             registry,

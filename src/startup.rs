@@ -24,7 +24,7 @@ use crate::{
     observability,
     origin::{AllowedOrigins, TrustedProxies},
     presence::PresenceHandle,
-    pubsub::{Envelope, PubSub, Topic},
+    pubsub::{Delivery, Envelope, PubSub, Sequencer, Topic},
     session::Sessions,
     store::Store,
     views::Views,
@@ -79,7 +79,14 @@ impl Application {
         let pubsub = PubSub::start(&settings.pubsub()?, settings.history_window(), inbox).await?;
         let presence = PresenceHandle::start(pubsub.clone(), settings.presence()?);
         let (shutdown, shutting_down) = watch::channel(false);
-        tokio::spawn(route_inbox(received, hub.clone(), presence.clone()));
+        let sequencer = Sequencer::new(pubsub.clone(), metrics.clone()).await;
+        tokio::spawn(route_inbox(
+            received,
+            sequencer,
+            hub.clone(),
+            presence.clone(),
+            metrics.clone(),
+        ));
         let state = web::Data::new(AppState {
             store: store.clone(),
             views,
@@ -123,8 +130,9 @@ impl Application {
             n => n,
         };
         let address = format!("{}:{}", settings.host, settings.port);
-        let listener =
-            TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+        let listener = listen(&address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
@@ -224,24 +232,69 @@ async fn termination() {
     let _ = interrupt.await;
 }
 
-/// Hands what the pub/sub adapter receives to the server it is for.
+/// Connections the kernel may queue before they are accepted. The standard library's `bind`
+/// asks for 128, which a crowd reconnecting at once (every tab after a deploy) overflows: the
+/// kernel then drops their SYNs and each client waits a full second to retry. The kernel caps
+/// this at `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `address` (host:port; port 0 for any free one) with [`LISTEN_BACKLOG`].
+async fn listen(address: &str) -> anyhow::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .with_context(|| format!("{address} resolves to no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(LISTEN_BACKLOG)?.into_std()?)
+}
+
+/// How often the inbox router checks whether the adapter has reconnected (and so may have
+/// missed messages that history holds).
+const RECONNECT_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Hands what the pub/sub adapter receives to the server it is for, cable messages through the
+/// [`Sequencer`], which fills gaps from history.
 async fn route_inbox(
     mut received: mpsc::Receiver<Envelope>,
+    mut sequencer: Sequencer,
     hub: HubHandle,
     presence: PresenceHandle,
+    metrics: Metrics,
 ) {
-    while let Some(envelope) = received.recv().await {
-        match envelope.topic {
-            Topic::Cable => {
-                hub.deliver_at(
-                    envelope.stream,
-                    envelope.payload,
-                    envelope.offset,
-                    envelope.created,
-                )
-                .await
+    let mut check = tokio::time::interval(RECONNECT_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deliveries = tokio::select! {
+            envelope = received.recv() => {
+                let Some(envelope) = envelope else { break };
+                metrics.pubsub_lag_seconds.observe(envelope.created.elapsed().as_secs_f64());
+                metrics.pubsub_backlog.set(i64::try_from(received.len()).unwrap_or(i64::MAX));
+                sequencer.accept(envelope).await
             }
-            Topic::Presence => presence.remote(&envelope.payload).await,
+            _ = check.tick() => sequencer.tick().await,
+        };
+        for delivery in deliveries {
+            match delivery {
+                Delivery::Message(envelope) if envelope.topic == Topic::Presence => {
+                    presence.remote(&envelope.payload).await
+                }
+                Delivery::Message(envelope) => {
+                    hub.deliver_at(
+                        envelope.stream,
+                        envelope.payload,
+                        envelope.offset,
+                        envelope.created,
+                    )
+                    .await
+                }
+                Delivery::Reset { stream, offset } => hub.reset(stream, offset).await,
+            }
         }
     }
 }

@@ -27,7 +27,6 @@ use crate::{
     models::User,
     pubsub::PubSub,
     socket::{self, End, Frame},
-    views::turbo_stream::TurboStream,
 };
 
 /// What every cable socket shares.
@@ -180,6 +179,10 @@ impl Subscriber<'_> {
         let Some(subscription) = self.subscriptions.get_mut(&queued.identifier) else {
             return false;
         };
+        if queued.reset {
+            subscription.last = queued.offset;
+            return true;
+        }
         if queued.offset == 0 {
             return true;
         }
@@ -416,6 +419,6 @@ impl Subscriber<'_> {
     }
 
     fn refresh(&self, identifier: &str) -> String {
-        protocol::message(identifier, TurboStream::new().refresh().as_str())
+        protocol::message(identifier, &super::refresh())
     }
 }

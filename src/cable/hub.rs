@@ -40,6 +40,9 @@ pub struct Queued {
     /// that is catching up can skip what its replay already sent.
     pub identifier: Arc<str>,
     pub offset: u64,
+    /// A refresh after messages were lost: the subscription goes on from `offset`, whatever
+    /// it had been sent before.
+    pub reset: bool,
 }
 
 enum Command {
@@ -67,6 +70,10 @@ enum Command {
         payload: Arc<str>,
         offset: u64,
         published: Instant,
+    },
+    Reset {
+        stream: Option<Arc<str>>,
+        offset: u64,
     },
     Stats {
         reply: oneshot::Sender<HubStats>,
@@ -174,6 +181,12 @@ impl HubHandle {
         let _ = self.tx.send(command).await;
     }
 
+    /// Tells every subscriber of `stream` (of every stream, when `None`) to refresh, because
+    /// messages were lost beyond what history can replay; the stream goes on from `offset`.
+    pub async fn reset(&self, stream: Option<Arc<str>>, offset: u64) {
+        let _ = self.tx.send(Command::Reset { stream, offset }).await;
+    }
+
     pub async fn stats(&self) -> HubStats {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Command::Stats { reply }).await.is_err() {
@@ -261,7 +274,17 @@ impl Hub {
                     payload,
                     offset,
                     published,
-                } => self.deliver(&stream, &payload, offset, published),
+                } => self.deliver(&stream, &payload, offset, published, false),
+                Command::Reset { stream, offset } => {
+                    let refresh = super::refresh();
+                    let streams = match stream {
+                        Some(stream) => vec![stream],
+                        None => self.streams.keys().cloned().collect(),
+                    };
+                    for stream in streams {
+                        self.deliver(&stream, &refresh, offset, Instant::now(), true);
+                    }
+                }
                 Command::Stats { reply } => {
                     let _ = reply.send(HubStats {
                         connections: self.connections.len(),
@@ -347,7 +370,14 @@ impl Hub {
         }
     }
 
-    fn deliver(&mut self, stream: &str, payload: &str, offset: u64, published: Instant) {
+    fn deliver(
+        &mut self,
+        stream: &str,
+        payload: &str,
+        offset: u64,
+        published: Instant,
+        reset: bool,
+    ) {
         let Some(entry) = self.streams.get(stream) else {
             return;
         };
@@ -370,6 +400,7 @@ impl Hub {
                 published,
                 identifier: identifier.clone(),
                 offset,
+                reset,
             };
             let plain = (!subscribers.plain.is_empty()
                 || (position.is_none() && !subscribers.extended.is_empty()))
@@ -458,6 +489,38 @@ mod tests {
         assert!(rx_b.try_recv().is_err(), "other streams get nothing");
         assert_eq!(stats.subscriptions, 2);
         assert_eq!(stats.delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn a_reset_sends_a_refresh_to_the_streams_it_names() {
+        let hub = HubHandle::start();
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        let (tx_b, mut rx_b) = mpsc::channel(8);
+        let a = hub.connect(tx_a, Protocol::ActionCable).await;
+        let b = hub.connect(tx_b, Protocol::ActionCable).await;
+        hub.subscribe(a, "rooms:1".into(), id("one"), None).await;
+        hub.subscribe(b, "rooms:2".into(), id("two"), None).await;
+
+        hub.reset(Some("rooms:1".into()), 9).await;
+        let queued = rx_a.recv().await.unwrap();
+        assert!(queued.reset);
+        assert_eq!(queued.offset, 9);
+        let frame: serde_json::Value = serde_json::from_str(&queued.frame).unwrap();
+        assert!(
+            frame["message"]
+                .as_str()
+                .unwrap()
+                .contains(r#"action="refresh""#),
+            "{frame}"
+        );
+        assert_eq!(hub.stats().await.delivered, 1);
+        assert!(rx_b.try_recv().is_err(), "only the stream named");
+
+        hub.reset(None, 0).await;
+        for rx in [&mut rx_a, &mut rx_b] {
+            let queued = rx.recv().await.unwrap();
+            assert!(queued.reset && queued.offset == 0);
+        }
     }
 
     #[tokio::test]

@@ -16,7 +16,8 @@ pub use streams::StreamSigner;
 use crate::{
     metrics::Metrics,
     models::RoomId,
-    pubsub::{Envelope, PubSub, Topic},
+    pubsub::{Envelope, Health, PubSub, PublishError, Topic},
+    store::{RoomChange, StoreError},
     views::turbo_stream::TurboStream,
 };
 
@@ -53,6 +54,12 @@ pub fn room_stream(room: RoomId) -> String {
     format!("rooms:{room}")
 }
 
+/// What subscribers are sent when their page may have missed messages: Turbo 8's `refresh`
+/// action, which reloads the page (morphing it, where the page asks for that).
+pub fn refresh() -> String {
+    TurboStream::new().refresh().into_string()
+}
+
 /// Publishes rendered Turbo Streams to every tab of a room, on every process.
 #[derive(Clone)]
 pub struct Broadcaster {
@@ -75,17 +82,48 @@ impl Broadcaster {
         self
     }
 
-    /// Sends `stream` to the room. The change it describes is already committed, so a failure
-    /// here is logged rather than failing the request that made it.
-    pub async fn room(&self, room: RoomId, stream: &TurboStream) {
+    /// Commits `change` and broadcasts `stream`, which announces it, to the room's tabs on
+    /// every process. With the PostgreSQL adapter both happen in the change's transaction, so
+    /// neither is kept without the other. The other adapters cannot join the store's
+    /// transaction: while their backend is unreachable the change is refused (rolled back) so
+    /// that nothing is changed that nobody would hear of; otherwise it commits and then
+    /// publishes, and a broadcast lost in between (the backend failing at that instant, or the
+    /// process dying) is logged, not reported as a failed change, since the change was made.
+    pub async fn commit(
+        &self,
+        change: RoomChange,
+        stream: &TurboStream,
+    ) -> Result<(), CommitError> {
         let envelope = Envelope::new(
             Topic::Cable,
-            room_stream(room),
+            room_stream(change.room().id),
             Arc::<str>::from(stream.as_str()),
         );
+        if let PubSub::Postgres(adapter) = &self.pubsub {
+            adapter.commit(change, envelope).await?;
+            self.metrics.broadcasts_published.inc();
+            return Ok(());
+        }
+        if let Health::Degraded(reason) = self.pubsub.health() {
+            return Err(PublishError::Unavailable(reason).into());
+        }
+        let room = change.room().id;
+        change.commit().await?;
         match self.pubsub.publish(envelope).await {
             Ok(()) => self.metrics.broadcasts_published.inc(),
-            Err(err) => tracing::warn!(%room, error = %err, "broadcast failed"),
+            Err(err) => {
+                tracing::warn!(%room, error = %err, "broadcast failed after its change was committed")
+            }
         }
+        Ok(())
     }
+}
+
+/// Why a change and its broadcast were not made.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }

@@ -10,7 +10,6 @@ use crate::{
     metrics::{CONTENT_TYPE, Snapshot},
     pubsub::Health,
     startup::AppState,
-    store::Store,
 };
 
 pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -42,18 +41,7 @@ fn bearer_matches(req: &HttpRequest, token: &str) -> bool {
 async fn snapshot(state: &AppState) -> Snapshot {
     let cable = state.cable.hub.stats().await;
     let presence = state.presence.stats().await;
-    let (size, idle, max) = match &state.store {
-        Store::Sqlite(pool) => (
-            pool.size(),
-            pool.num_idle(),
-            pool.options().get_max_connections(),
-        ),
-        Store::Postgres(pool) => (
-            pool.size(),
-            pool.num_idle(),
-            pool.options().get_max_connections(),
-        ),
-    };
+    let pool = state.store.pool_stats();
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     Snapshot {
         cable_connections: count(cable.connections),
@@ -64,8 +52,8 @@ async fn snapshot(state: &AppState) -> Snapshot {
         presence_slow_disconnects: presence.slow_disconnects,
         pubsub_healthy: state.pubsub.health() == Health::Healthy,
         pubsub_reconnects: state.pubsub.reconnects(),
-        db_pool_connections: u64::from(size),
-        db_pool_idle: count(idle),
-        db_pool_max: u64::from(max),
+        db_pool_connections: u64::from(pool.open),
+        db_pool_idle: count(pool.idle),
+        db_pool_max: u64::from(pool.max),
     }
 }

@@ -5,7 +5,7 @@ use crate::{
     cable::room_stream,
     error::AppError,
     form_guard::FormParams,
-    models::{RoomId, RoomName},
+    models::{RoomCounts, RoomId, RoomName},
     session::{Session, SignedIn},
     startup::AppState,
     views::{
@@ -106,7 +106,7 @@ pub async fn render_room(
     let position = state.pubsub.position(&stream).await;
     let room = state.store.find_room(room_id).await?;
     let tasks = state.store.list_tasks(room_id).await?;
-    let counts = state.store.room_counts(room_id).await?;
+    let counts = RoomCounts::of(&tasks);
     let signed_stream = state.cable.signer.sign(&stream);
     views::rooms::show(
         &state.views,
@@ -137,9 +137,10 @@ pub async fn update(
     let raw = params.require("room[name]")?;
     match RoomName::parse(raw) {
         Ok(name) => {
-            let room = state.store.rename_room(room_id, &name).await?;
+            let mut change = state.store.change_room(room_id).await?;
+            let room = change.rename(&name).await?;
             let renamed = views::rooms::renamed(&state.views, &room)?;
-            state.broadcaster.room(room_id, &renamed).await;
+            state.broadcaster.commit(change, &renamed).await?;
             Ok(match format {
                 Format::TurboStream => stream(StatusCode::OK, renamed.into_string()),
                 Format::Html => see_other(&format!("/rooms/{}", room.id)),

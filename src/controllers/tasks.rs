@@ -9,8 +9,8 @@ use crate::{
     error::AppError,
     form_guard::FormParams,
     models::{
-        Invalid, LockVersion, NewTask, RoomId, TaskChanges, TaskId, TaskNotes, TaskTitle, User,
-        parse_flag,
+        Invalid, LockVersion, NewTask, RoomId, Task, TaskChanges, TaskId, TaskNotes, TaskTitle,
+        User, parse_flag,
     },
     session::{Session, SignedIn},
     startup::AppState,
@@ -52,13 +52,11 @@ pub async fn create(
         Err(Invalid(message)) => return refuse(message).await,
     };
     let max = state.limits.max_tasks_per_room;
-    let (task, counts) = match state
-        .store
-        .create_task(room_id, &new_task, &user.name, max)
-        .await
-    {
+    let mut change = state.store.change_room(room_id).await?;
+    let (task, counts) = match change.create_task(&new_task, &user.name, max).await {
         Ok(created) => created,
         Err(StoreError::RoomFull(max)) => {
+            drop(change);
             return refuse(format!(
                 "This room is full: it holds the maximum of {max} tasks. Clear some before \
                  adding more."
@@ -68,10 +66,10 @@ pub async fn create(
         Err(other) => return Err(other.into()),
     };
     let broadcast = views::tasks::created(&state.views, &task, &counts)?;
-    state.broadcaster.room(room_id, &broadcast).await;
+    let room = change.room().clone();
+    state.broadcaster.commit(change, &broadcast).await?;
     Ok(match format {
         Format::TurboStream => {
-            let room = state.store.find_room(room_id).await?;
             let reset = views::tasks::form_reset(&state.views, &room, &session.csrf_token())?;
             stream(StatusCode::OK, broadcast.and(&reset).into_string())
         }
@@ -149,36 +147,68 @@ pub async fn update(
     params: FormParams,
 ) -> Result<HttpResponse, AppError> {
     let (room_id, task_id) = task_path(&path)?;
-    let changes = parse_changes(&params)?;
-    let outcome = match &changes {
-        Ok(changes) => {
-            state
-                .store
-                .update_task(room_id, task_id, changes, &user.name)
-                .await
-        }
-        Err(_) => Err(StoreError::NotFound),
+    let refused = |current, status, message| RefusedEdit {
+        room_id,
+        task_id,
+        current,
+        status,
+        message,
     };
-    let (current, status, message) = match (changes, outcome) {
-        (Err(Invalid(message)), _) => (
-            state.store.find_task(room_id, task_id).await?,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(message),
-        ),
-        (Ok(_), Ok(Updated::Changed(task, counts))) => {
+    let changes = match parse_changes(&params)? {
+        Ok(changes) => changes,
+        Err(Invalid(message)) => {
+            let current = state.store.find_task(room_id, task_id).await?;
+            let edit = refused(current, StatusCode::UNPROCESSABLE_ENTITY, Some(message));
+            return refuse_edit(&state, &session, &user, format, &params, edit).await;
+        }
+    };
+    let mut change = state.store.change_room(room_id).await?;
+    match change.update_task(task_id, &changes, &user.name).await? {
+        Updated::Changed(task, counts) => {
             let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
-            state.broadcaster.room(room_id, &broadcast).await;
-            return Ok(respond(format, room_id, broadcast.into_string()));
+            state.broadcaster.commit(change, &broadcast).await?;
+            Ok(respond(format, room_id, broadcast.into_string()))
         }
-        // A repeated toggle: the requester's page is brought up to date, nobody else's changes.
-        (Ok(_), Ok(Updated::Unchanged(task, counts))) => {
+        // A repeated toggle: nothing was written (dropping the change rolls it back), and the
+        // requester's page is brought up to date; nobody else's changes.
+        Updated::Unchanged(task, counts) => {
+            drop(change);
             let body = views::tasks::updated(&state.views, &task, &counts)?;
-            return Ok(respond(format, room_id, body.into_string()));
+            Ok(respond(format, room_id, body.into_string()))
         }
-        (Ok(_), Err(StoreError::Conflict(current))) => (*current, StatusCode::CONFLICT, None),
-        (Ok(_), Err(other)) => return Err(other.into()),
-    };
-    // Keep what the person typed so a refused edit loses nothing.
+        Updated::Conflict(current) => {
+            drop(change);
+            let edit = refused(*current, StatusCode::CONFLICT, None);
+            refuse_edit(&state, &session, &user, format, &params, edit).await
+        }
+    }
+}
+
+/// An edit that was not applied: the task as it is now, and why.
+struct RefusedEdit {
+    room_id: RoomId,
+    task_id: TaskId,
+    current: Task,
+    status: StatusCode,
+    message: Option<String>,
+}
+
+/// The edit form again, with what the person typed, so a refused edit loses nothing.
+async fn refuse_edit(
+    state: &AppState,
+    session: &Session,
+    user: &User,
+    format: Format,
+    params: &FormParams,
+    edit: RefusedEdit,
+) -> Result<HttpResponse, AppError> {
+    let RefusedEdit {
+        room_id,
+        task_id,
+        current,
+        status,
+        message,
+    } = edit;
     let typed: Vec<(&'static str, &str)> = [("title", "task[title]"), ("notes", "task[notes]")]
         .into_iter()
         .filter_map(|(key, field)| params.get(field).map(|v| (key, v)))
@@ -197,7 +227,7 @@ pub async fn update(
         Format::Html => {
             let page = Page {
                 csrf_token: csrf,
-                current_user: Some(&user),
+                current_user: Some(user),
             };
             let body = if conflict {
                 let room = state.store.find_room(room_id).await?;
@@ -211,7 +241,7 @@ pub async fn update(
                     }),
                     ..RoomForms::default()
                 };
-                render_room(&state, &page, room_id, forms).await?
+                render_room(state, &page, room_id, forms).await?
             };
             html(status, body)
         }
@@ -226,9 +256,10 @@ pub async fn destroy(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (room_id, task_id) = task_path(&path)?;
-    let counts = state.store.delete_task(room_id, task_id).await?;
+    let mut change = state.store.change_room(room_id).await?;
+    let counts = change.delete_task(task_id).await?;
     let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
-    state.broadcaster.room(room_id, &broadcast).await;
+    state.broadcaster.commit(change, &broadcast).await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 
@@ -240,9 +271,10 @@ pub async fn clear_completed(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let room_id = room_id(&path)?;
-    let (removed, counts) = state.store.clear_completed(room_id).await?;
+    let mut change = state.store.change_room(room_id).await?;
+    let (removed, counts) = change.clear_completed().await?;
     let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
-    state.broadcaster.room(room_id, &broadcast).await;
+    state.broadcaster.commit(change, &broadcast).await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, parse_id, parse_text};
+use super::{Invalid, Task, parse_id, parse_text};
 
 /// A room's primary key.
 #[derive(
@@ -57,6 +57,16 @@ pub struct RoomCounts {
 impl RoomCounts {
     pub fn total(&self) -> i64 {
         self.open + self.done
+    }
+
+    /// The counts of a room holding `tasks`.
+    pub fn of(tasks: &[Task]) -> Self {
+        let done = tasks.iter().filter(|t| t.done).count();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Self {
+            open: count(tasks.len() - done),
+            done: count(done),
+        }
     }
 }
 

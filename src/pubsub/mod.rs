@@ -8,13 +8,19 @@
 mod in_process;
 mod postgres;
 mod redis;
+mod sequencer;
 mod supervisor;
 
 use std::{sync::Arc, time::Instant};
 
 use tokio::sync::mpsc;
 
-pub use self::{in_process::InProcess, postgres::PostgresPubSub, redis::RedisPubSub};
+pub use self::{
+    in_process::InProcess,
+    postgres::PostgresPubSub,
+    redis::RedisPubSub,
+    sequencer::{Delivery, Sequencer},
+};
 
 /// Which server a message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

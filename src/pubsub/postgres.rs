@@ -10,11 +10,13 @@
 //! once a minute each, which keeps the table to a few minutes of large broadcasts. When the
 //! listening connection drops, the adapter reports `Degraded`, refuses publishes, reconnects
 //! with jittered exponential backoff and LISTENs again; notifications sent while it was away are
-//! lost, as LISTEN/NOTIFY keeps nothing for absent listeners, which is what the stream history
-//! is for.
+//! lost, as LISTEN/NOTIFY keeps nothing for absent listeners; the stream history keeps the cable
+//! messages, and the process's sequencer reads them back after the reconnect.
 //!
-//! Cable messages also go into the stream history (`tasksync_stream_messages`): one transaction
-//! takes the stream's next offset (the upsert on `tasksync_streams` holds that row's lock until
+//! Cable messages also go into the stream history (`tasksync_stream_messages`). A change's
+//! broadcast is written in the change's own transaction ([`PostgresPubSub::commit`]), so the
+//! two commit together; [`publish`](PostgresPubSub::publish) does the same on a connection of its
+//! own. Either way one transaction takes the stream's next offset (the upsert on `tasksync_streams` holds that row's lock until
 //! commit, so offsets follow commit order, which is NOTIFY's delivery order), keeps the message,
 //! drops what falls out of the count window, and notifies. A message too big to travel inline
 //! is announced as `hist\t<offset>\t<stream>` and read back from the history row. Replays read
@@ -34,7 +36,7 @@ use super::{
     Envelope, Health, HistoryWindow, Inbox, Position, PublishError, Replay, Topic,
     supervisor::{Ended, Feed, SHUTDOWN_GRACE, Supervisor, until_stopped},
 };
-use crate::store::redact;
+use crate::store::{RoomChange, StoreError, redact};
 
 /// The one channel every process listens on.
 const CHANNEL: &str = "tasksync_pubsub";
@@ -106,6 +108,17 @@ const TRIM_HISTORY: &str =
 const EPOCH: &str = "SELECT epoch FROM tasksync_stream_epoch LIMIT 1";
 const TRIM: &str =
     "DELETE FROM tasksync_pubsub_payloads WHERE created_at < now() - interval '5 minutes'";
+
+/// What a cable message's notification says: the envelope itself when it fits, otherwise where
+/// its history row is.
+fn notification(envelope: &Envelope) -> String {
+    let text = envelope.encode();
+    if text.len() <= INLINE_LIMIT {
+        text
+    } else {
+        format!("{HISTORY_PREFIX}{}\t{}", envelope.offset, envelope.stream)
+    }
+}
 
 /// What a notification's payload carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -331,24 +344,64 @@ impl PostgresPubSub {
             .map_err(unavailable)?;
         let offset: i64 = row.try_get(0).map_err(unavailable)?;
         envelope.offset = u64::try_from(offset).unwrap_or_default();
-        let text = envelope.encode();
-        let note = if text.len() <= INLINE_LIMIT {
-            text
-        } else {
-            format!("{HISTORY_PREFIX}{offset}\t{}", envelope.stream)
-        };
         let notify = tx.prepare_cached(NOTIFY).await.map_err(unavailable)?;
-        tx.execute(&notify, &[&CHANNEL, &note])
+        tx.execute(&notify, &[&CHANNEL, &notification(&envelope)])
             .await
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        if self.inner.history_trim_due() {
-            let ttl = self.inner.window.ttl.as_secs_f64();
-            if let Err(err) = client.execute(TRIM_HISTORY, &[&ttl]).await {
-                tracing::warn!(error = %describe(&err), "cannot trim old stream history");
-            }
-        }
+        drop(client);
+        self.trim_history_if_due().await;
         Ok(())
+    }
+
+    /// Commits `change` with the cable message that announces it, in the change's own
+    /// transaction: the history row and the NOTIFY commit with the change or not at all, so a
+    /// change is never kept without its broadcast, even if this process dies the moment after.
+    /// The same statements as [`append`](Self::append), on the store's connection.
+    pub async fn commit(
+        &self,
+        mut change: RoomChange,
+        mut envelope: Envelope,
+    ) -> Result<(), StoreError> {
+        let limit = i64::try_from(self.inner.window.limit).unwrap_or(i64::MAX);
+        let conn = change.postgres().ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Configuration(
+                "the PostgreSQL adapter needs the PostgreSQL store".into(),
+            ))
+        })?;
+        let offset: i64 = sqlx::query_scalar(APPEND)
+            .bind(&*envelope.stream)
+            .bind(&*envelope.payload)
+            .bind(limit)
+            .fetch_one(&mut *conn)
+            .await?;
+        envelope.offset = u64::try_from(offset).unwrap_or_default();
+        sqlx::query(NOTIFY)
+            .bind(CHANNEL)
+            .bind(notification(&envelope))
+            .execute(&mut *conn)
+            .await?;
+        change.commit().await?;
+        self.trim_history_if_due().await;
+        Ok(())
+    }
+
+    /// Deletes history older than the window, at most once per `TRIM_EVERY` per process.
+    async fn trim_history_if_due(&self) {
+        if !self.inner.history_trim_due() {
+            return;
+        }
+        let ttl = self.inner.window.ttl.as_secs_f64();
+        let trimmed = match self.inner.pool.get().await {
+            Ok(client) => client
+                .execute(TRIM_HISTORY, &[&ttl])
+                .await
+                .map_err(|e| describe(&e)),
+            Err(err) => Err(describe(&err)),
+        };
+        if let Err(error) = trimmed {
+            tracing::warn!(%error, "cannot trim old stream history");
+        }
     }
 
     /// Where `stream`'s history stands; `None` if the database cannot say right now (the page

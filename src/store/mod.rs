@@ -6,7 +6,7 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    PgPool, SqlitePool,
+    PgConnection, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -26,9 +26,6 @@ pub enum StoreError {
     NotFound,
     #[error("the room already holds {0} tasks")]
     RoomFull(i64),
-    /// The task changed since the client last saw it; here is how it looks now.
-    #[error("the task was changed by someone else")]
-    Conflict(Box<Task>),
     /// The database cannot be reached right now; worth retrying later.
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -65,22 +62,73 @@ pub enum Updated {
     Changed(Task, RoomCounts),
     /// The task already looked like that (a repeated toggle): nothing was written.
     Unchanged(Task, RoomCounts),
+    /// The task changed since the client last saw it, and not into what the client wants:
+    /// nothing was written; here is how it looks now.
+    Conflict(Box<Task>),
 }
 
 /// The application's database.
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    /// SQLite allows one writer at a time. Reads share a pool (WAL lets them run beside the
+    /// writer); writes go through a pool of one connection, so writers wait their turn in the
+    /// app, in order and without sleeping, rather than in SQLite's busy handler, which backs
+    /// off in sleeps of up to 100 ms and so turns contention into long tail latencies.
+    Sqlite {
+        reads: SqlitePool,
+        writes: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool this store holds. Each arm is compiled for
-/// its own backend, so one body of SQL serves both.
+/// Runs `$body` with `$pool` bound to whichever pool this store reads through. Each arm is
+/// compiled for its own backend, so one body of SQL serves both.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            Store::Sqlite($pool) => $body,
+            Store::Sqlite { reads: $pool, .. } => $body,
             Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`with_pool!`] for statements that write.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite { writes: $pool, .. } => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// How a store's connection pools stand, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+/// A transaction on either backend.
+enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the connection of whichever transaction `$tx` holds, as
+/// `with_pool!` does for pools.
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
         }
     };
 }
@@ -103,9 +151,10 @@ const SELECT_TASK: &str = concat!(
 );
 
 /// Takes the room's row lock (PostgreSQL) or the write lock (SQLite) for the rest of the
-/// transaction, so limits and counts read afterwards cannot race another writer. Zero rows means
-/// the room does not exist.
-const TOUCH_ROOM: &str = "UPDATE rooms SET updated_at = CURRENT_TIMESTAMP WHERE id = $1";
+/// transaction, so limits and counts read afterwards cannot race another writer, and reads the
+/// room. No row means the room does not exist.
+const TOUCH_ROOM: &str =
+    "UPDATE rooms SET updated_at = CURRENT_TIMESTAMP WHERE id = $1 RETURNING id, name";
 
 impl Store {
     /// Connects to `url` (`sqlite:` or `postgres:`), creating a SQLite file and its folder if
@@ -136,13 +185,19 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(pool_size)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
+            let pool = |size| {
+                SqlitePoolOptions::new()
+                    .max_connections(size)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options.clone())
+            };
+            let writes = pool(1)
                 .await
                 .with_context(|| format!("cannot open SQLite database {url}"))?;
-            Store::Sqlite(pool)
+            let reads = pool(pool_size.max(1))
+                .await
+                .with_context(|| format!("cannot open SQLite database {url}"))?;
+            Store::Sqlite { reads, writes }
         } else {
             anyhow::bail!(
                 "DATABASE_URL must start with sqlite: or postgres:, got {}",
@@ -158,7 +213,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
-            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+            Store::Sqlite { writes, .. } => sqlx::migrate!("migrations/sqlite").run(writes).await,
             Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
         }
     }
@@ -171,7 +226,34 @@ impl Store {
 
     /// Closes every connection; used on shutdown.
     pub async fn close(&self) {
-        with_pool!(self, pool => pool.close().await)
+        match self {
+            Store::Sqlite { reads, writes } => {
+                reads.close().await;
+                writes.close().await;
+            }
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Connections open, idle and allowed, over every pool.
+    pub fn pool_stats(&self) -> PoolStats {
+        let stats = |size: u32, idle: usize, max: u32| PoolStats {
+            open: size,
+            idle,
+            max,
+        };
+        match self {
+            Store::Sqlite { reads, writes } => stats(
+                reads.size() + writes.size(),
+                reads.num_idle() + writes.num_idle(),
+                reads.options().get_max_connections() + writes.options().get_max_connections(),
+            ),
+            Store::Postgres(pool) => stats(
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            ),
+        }
     }
 
     pub async fn list_rooms(&self) -> Result<Vec<RoomSummary>, StoreError> {
@@ -187,7 +269,7 @@ impl Store {
 
     pub async fn create_room(&self, name: &RoomName) -> Result<Room, StoreError> {
         const SQL: &str = "INSERT INTO rooms (name) VALUES ($1) RETURNING id, name";
-        Ok(with_pool!(self, pool => {
+        Ok(with_writer!(self, pool => {
             sqlx::query_as(SQL).bind(name.as_str()).fetch_one(pool).await
         })?)
     }
@@ -195,18 +277,6 @@ impl Store {
     pub async fn find_room(&self, id: RoomId) -> Result<Room, StoreError> {
         const SQL: &str = "SELECT id, name FROM rooms WHERE id = $1";
         Ok(with_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_one(pool).await)?)
-    }
-
-    pub async fn rename_room(&self, id: RoomId, name: &RoomName) -> Result<Room, StoreError> {
-        const SQL: &str = "UPDATE rooms SET name = $2, updated_at = CURRENT_TIMESTAMP \
-                           WHERE id = $1 RETURNING id, name";
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(SQL).bind(id).bind(name.as_str()).fetch_one(pool).await
-        })?)
-    }
-
-    pub async fn room_counts(&self, room: RoomId) -> Result<RoomCounts, StoreError> {
-        Ok(with_pool!(self, pool => sqlx::query_as(COUNTS).bind(room).fetch_one(pool).await)?)
     }
 
     /// A room's tasks in the order they were added.
@@ -225,10 +295,40 @@ impl Store {
         })?)
     }
 
+    /// Opens a change to `room`: a transaction that holds the room's row lock (SQLite: the
+    /// database's write lock) until it commits, so the limits and counts read inside it cannot
+    /// race another writer. Dropping the change rolls it back. `NotFound` if there is no such
+    /// room.
+    pub async fn change_room(&self, room: RoomId) -> Result<RoomChange, StoreError> {
+        let mut tx = match self {
+            Store::Sqlite { writes, .. } => Tx::Sqlite(writes.begin().await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        };
+        let touched: Option<Room> = with_tx!(&mut tx, conn => {
+            sqlx::query_as(TOUCH_ROOM).bind(room).fetch_optional(&mut *conn).await?
+        });
+        let room = touched.ok_or(StoreError::NotFound)?;
+        Ok(RoomChange { room, tx })
+    }
+}
+
+/// One change to one room, in one transaction (see [`Store::change_room`]). The caller renders
+/// what the change did while the transaction is still open, so the broadcast that announces it
+/// can commit with it (see `Broadcaster::commit`).
+pub struct RoomChange {
+    /// The room as the change found it.
+    room: Room,
+    tx: Tx,
+}
+
+impl RoomChange {
+    pub fn room(&self) -> &Room {
+        &self.room
+    }
+
     /// Adds a task unless the room already holds `max_tasks`.
     pub async fn create_task(
-        &self,
-        room: RoomId,
+        &mut self,
         task: &NewTask,
         by: &DisplayName,
         max_tasks: i64,
@@ -238,12 +338,10 @@ impl Store {
              RETURNING ",
             task_columns!()
         );
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if sqlx::query(TOUCH_ROOM).bind(room).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
-            let before: RoomCounts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *tx).await?;
+        let room = self.room.id;
+        with_tx!(&mut self.tx, conn => {
+            let before: RoomCounts =
+                sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
             if before.total() >= max_tasks {
                 return Err(StoreError::RoomFull(max_tasks));
             }
@@ -252,19 +350,18 @@ impl Store {
                 .bind(task.title.as_str())
                 .bind(task.notes.as_str())
                 .bind(by.as_str())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
-            tx.commit().await?;
             let counts = RoomCounts { open: before.open + 1, ..before };
             Ok((created, counts))
         })
     }
 
     /// Applies `changes` if the task still has the lock version the client saw. A stale version
-    /// is a conflict, unless the task already looks the way the client wants it.
+    /// is a conflict, unless the task already looks the way the client wants it; either way
+    /// nothing was written and the change should be dropped.
     pub async fn update_task(
-        &self,
-        room: RoomId,
+        &mut self,
         id: TaskId,
         changes: &TaskChanges,
         by: &DisplayName,
@@ -277,24 +374,19 @@ impl Store {
              RETURNING ",
             task_columns!()
         );
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if sqlx::query(TOUCH_ROOM).bind(room).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+        let room = self.room.id;
+        with_tx!(&mut self.tx, conn => {
             let current: Task = sqlx::query_as(SELECT_TASK)
                 .bind(room)
                 .bind(id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
             if current.lock_version != changes.lock_version {
-                let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *tx).await?;
-                // Nothing was written: dropping the transaction rolls the room touch back.
-                drop(tx);
+                let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
                 return if changes.already_applied_to(&current) {
                     Ok(Updated::Unchanged(current, counts))
                 } else {
-                    Err(StoreError::Conflict(Box::new(current)))
+                    Ok(Updated::Conflict(Box::new(current)))
                 };
             }
             let updated: Task = sqlx::query_as(UPDATE)
@@ -305,48 +397,61 @@ impl Store {
                 .bind(changes.done)
                 .bind(by.as_str())
                 .bind(changes.lock_version)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
-            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
+            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
             Ok(Updated::Changed(updated, counts))
         })
     }
 
-    pub async fn delete_task(&self, room: RoomId, id: TaskId) -> Result<RoomCounts, StoreError> {
+    pub async fn delete_task(&mut self, id: TaskId) -> Result<RoomCounts, StoreError> {
         const SQL: &str = "DELETE FROM tasks WHERE room_id = $1 AND id = $2";
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if sqlx::query(TOUCH_ROOM).bind(room).execute(&mut *tx).await?.rows_affected() == 0 {
+        let room = self.room.id;
+        with_tx!(&mut self.tx, conn => {
+            let deleted = sqlx::query(SQL).bind(room).bind(id).execute(&mut *conn).await?;
+            if deleted.rows_affected() == 0 {
                 return Err(StoreError::NotFound);
             }
-            if sqlx::query(SQL).bind(room).bind(id).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
-            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(counts)
+            Ok(sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?)
         })
     }
 
     /// Removes every done task in the room; returns the ids removed.
-    pub async fn clear_completed(
-        &self,
-        room: RoomId,
-    ) -> Result<(Vec<TaskId>, RoomCounts), StoreError> {
+    pub async fn clear_completed(&mut self) -> Result<(Vec<TaskId>, RoomCounts), StoreError> {
         const SQL: &str = "DELETE FROM tasks WHERE room_id = $1 AND done RETURNING id";
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if sqlx::query(TOUCH_ROOM).bind(room).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+        let room = self.room.id;
+        with_tx!(&mut self.tx, conn => {
             let mut removed: Vec<TaskId> =
-                sqlx::query_scalar(SQL).bind(room).fetch_all(&mut *tx).await?;
-            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *tx).await?;
-            tx.commit().await?;
+                sqlx::query_scalar(SQL).bind(room).fetch_all(&mut *conn).await?;
+            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
             removed.sort();
             Ok((removed, counts))
         })
+    }
+
+    pub async fn rename(&mut self, name: &RoomName) -> Result<Room, StoreError> {
+        const SQL: &str = "UPDATE rooms SET name = $2 WHERE id = $1 RETURNING id, name";
+        let room = self.room.id;
+        with_tx!(&mut self.tx, conn => {
+            Ok(sqlx::query_as(SQL).bind(room).bind(name.as_str()).fetch_one(&mut *conn).await?)
+        })
+    }
+
+    /// The PostgreSQL connection the change runs on, so the LISTEN/NOTIFY adapter can record
+    /// the broadcast that announces the change in the same transaction; `None` on SQLite.
+    pub fn postgres(&mut self) -> Option<&mut PgConnection> {
+        match &mut self.tx {
+            Tx::Postgres(tx) => Some(&mut **tx),
+            Tx::Sqlite(_) => None,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self.tx {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 }
 

@@ -84,3 +84,92 @@ async fn history_in_postgresql_carries_a_page_across_processes_and_reconnects() 
         ["early", "big", "live", "while away"]
     );
 }
+
+/// A change and the broadcast announcing it commit together. The stream's history row is held
+/// locked from outside, so a task post stops inside its transaction, between writing the task
+/// and recording its broadcast; the process is then killed. Neither may survive: a task kept
+/// without its broadcast would never reach the pages already open.
+#[tokio::test]
+async fn a_process_killed_between_a_change_and_its_broadcast_keeps_neither() {
+    use sqlx::{Connection as _, PgConnection};
+
+    let (database, url) = TestDatabase::create(Backend::Postgres).await;
+    let database = Arc::new(database);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PUBSUB_ADAPTER", "postgres"),
+    ];
+    let mut a = processes::start(&env).await;
+    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let room = ada.signed_in_room().await;
+    let kept = ada.create_task(room, "before").await;
+
+    let mut admin = PgConnection::connect(&url).await.expect("admin connection");
+    let mut holding = admin.begin().await.expect("BEGIN");
+    let locked: i64 =
+        sqlx::query_scalar("SELECT last_offset FROM tasksync_streams WHERE stream = $1 FOR UPDATE")
+            .bind(format!("rooms:{room}"))
+            .fetch_one(&mut *holding)
+            .await
+            .expect("lock the stream's row");
+
+    let stuck = {
+        let url = ada.url(&format!("/rooms/{room}/tasks"));
+        let cookie = ada.cookie_header().expect("signed in");
+        let token = ada.csrf().await;
+        // Its answer never comes: the process dies first.
+        tokio::spawn(async move {
+            let _ = reqwest::Client::new()
+                .post(url)
+                .header("Cookie", cookie)
+                .form(&[
+                    ("authenticity_token", token.as_str()),
+                    ("task[title]", "doomed"),
+                ])
+                .send()
+                .await;
+        })
+    };
+    let mut watcher = PgConnection::connect(&url)
+        .await
+        .expect("watcher connection");
+    let waiting = async {
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .expect("pg_stat_activity");
+            if blocked > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the post waits on the stream's row, inside its transaction");
+
+    a.child.start_kill().unwrap();
+    let _ = a.child.wait().await;
+    holding.rollback().await.expect("ROLLBACK");
+    let _ = stuck.await;
+
+    let titles: Vec<String> =
+        sqlx::query_scalar("SELECT title FROM tasks WHERE room_id = $1 ORDER BY id")
+            .bind(room)
+            .fetch_all(&mut admin)
+            .await
+            .expect("tasks");
+    assert_eq!(titles, ["before"], "the killed change was rolled back");
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_offset FROM tasksync_streams WHERE stream = $1")
+            .bind(format!("rooms:{room}"))
+            .fetch_one(&mut admin)
+            .await
+            .expect("stream row");
+    assert_eq!(last, locked, "and so was its broadcast");
+    assert!(kept > 0);
+}

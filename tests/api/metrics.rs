@@ -154,7 +154,9 @@ backend_tests! {
         expect(r#"tasksync_slow_client_disconnects_total{kind="cable"}"#, 0.0);
         expect("tasksync_pubsub_healthy", 1.0);
         expect("tasksync_pubsub_reconnects_total", 0.0);
-        expect("tasksync_db_pool_max_connections", 5.0);
+        // DATABASE_POOL_SIZE, and SQLite's one writer connection beside its readers.
+        let max = if app.backend == Backend::Sqlite { 6.0 } else { 5.0 };
+        expect("tasksync_db_pool_max_connections", max);
         expect(
             r#"tasksync_http_requests_total{method="POST",route="/rooms/{room_id}/tasks",status="200"}"#,
             1.0,

@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
-use tasksync::pubsub::{
-    AdapterConfig, Envelope, Health, HistoryWindow, PubSub, PublishError, Topic,
+use tasksync::{
+    metrics::Metrics,
+    pubsub::{
+        AdapterConfig, Delivery, Envelope, Health, HistoryWindow, PubSub, PublishError, Sequencer,
+        Topic,
+    },
 };
 use tokio::{sync::mpsc, time::timeout};
 
@@ -268,6 +272,86 @@ async fn listeners_reconnect_after_being_killed(
     .await;
 }
 
+/// The second process's sequencer is handed only some of what its adapter hears, as if the
+/// rest of the notifications were lost: a jump is filled from history in order, a late
+/// duplicate goes nowhere, and after the listener reconnects a tick catches a stream up on
+/// what it published meanwhile. Leaves both running.
+async fn the_sequencer_recovers_what_notifications_missed(
+    server: &mut impl Server,
+    processes: &mut [Process; 2],
+) {
+    let stream = format!("rooms:{}", uuid::Uuid::new_v4().simple());
+    let mut sequencer = Sequencer::new(processes[1].adapter.clone(), Metrics::new()).await;
+    let mut heard = Vec::new();
+    for i in 1..=4 {
+        let envelope = Envelope::new(Topic::Cable, stream.as_str(), format!("m{i}"));
+        processes[0].publish(envelope).await;
+        heard.push(processes[1].receive().await);
+    }
+    let offsets = |deliveries: &[Delivery]| -> Vec<(u64, String)> {
+        deliveries
+            .iter()
+            .map(|d| match d {
+                Delivery::Message(e) => (e.offset, e.payload.to_string()),
+                Delivery::Reset { .. } => panic!("unexpected reset {d:?}"),
+            })
+            .collect()
+    };
+    let first = heard[0].offset;
+    assert_eq!(
+        offsets(&sequencer.accept(heard[0].clone()).await),
+        [(first, "m1".into())]
+    );
+    // 2 and 3 were "lost": 4 brings them back from history, in order.
+    assert_eq!(
+        offsets(&sequencer.accept(heard[3].clone()).await),
+        [
+            (first + 1, "m2".into()),
+            (first + 2, "m3".into()),
+            (first + 3, "m4".into())
+        ]
+    );
+    assert!(
+        sequencer.accept(heard[2].clone()).await.is_empty(),
+        "a duplicate"
+    );
+    assert!(
+        sequencer.tick().await.is_empty(),
+        "no reconnect, nothing to read"
+    );
+
+    // Published while the listeners are away or not yet handed over: the tick after the
+    // reconnect reads it from history.
+    let before = processes[1].adapter.reconnects();
+    let killed = server.kill_listeners().await;
+    let reconnected = async {
+        while processes
+            .iter()
+            .any(|p| p.adapter.health() != Health::Healthy)
+            || processes[1].adapter.reconnects() == before
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    timeout(DETECTION + RECOVERY, reconnected)
+        .await
+        .expect("both listeners reconnect");
+    server.assert_listening_again(killed).await;
+    processes[0]
+        .publish(Envelope::new(Topic::Cable, stream.as_str(), "m5"))
+        .await;
+    let unheard = processes[1].receive().await;
+    assert_eq!(
+        offsets(&sequencer.tick().await),
+        [(first + 4, "m5".into())],
+        "the tick after the reconnect catches up"
+    );
+    assert!(
+        sequencer.accept(unheard).await.is_empty(),
+        "already delivered"
+    );
+}
+
 /// Shutting the first down closes its listener connection and refuses its publishes; then the
 /// second shuts down too.
 async fn shutdown_closes_the_listener<S: Server>(server: &mut S, [first, second]: [Process; 2]) {
@@ -459,6 +543,17 @@ mod postgres {
             Envelope::new(Topic::Cable, "rooms:1", large_payload()),
         )
         .await;
+        for process in &processes {
+            process.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sequencer_recovers_missed_notifications_from_history() {
+        let (_database, url) = database().await;
+        let mut conn = admin(&url).await;
+        let mut processes = pair(&url).await;
+        the_sequencer_recovers_what_notifications_missed(&mut conn, &mut processes).await;
         for process in &processes {
             process.shutdown().await;
         }
@@ -658,6 +753,70 @@ mod redis {
         for process in &processes {
             process.shutdown().await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_sequencer_recovers_missed_messages_from_the_redis_stream() {
+        let mut channel = Channel::new().await;
+        let mut processes = pair(&channel.name).await;
+        the_sequencer_recovers_what_notifications_missed(&mut channel, &mut processes).await;
+        for process in &processes {
+            process.shutdown().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn when_redis_loses_the_history_every_stream_is_reset_and_goes_on() {
+        let mut channel = Channel::new().await;
+        let [first, mut second] = pair(&channel.name).await;
+        let mut sequencer = Sequencer::new(second.adapter.clone(), Metrics::new()).await;
+        for text in ["a", "b"] {
+            first
+                .publish(Envelope::new(Topic::Cable, "rooms:1", text))
+                .await;
+            let heard = second.receive().await;
+            assert!(matches!(
+                &sequencer.accept(heard).await[..],
+                [Delivery::Message(_)]
+            ));
+        }
+        // What a Redis restart without persistence does to this channel's keys.
+        let keys: Vec<String> = cmd("KEYS")
+            .arg(format!("{}:*", channel.name))
+            .query_async(&mut channel.conn)
+            .await
+            .expect("KEYS");
+        assert!(!keys.is_empty());
+        cmd("DEL")
+            .arg(&keys)
+            .exec_async(&mut channel.conn)
+            .await
+            .expect("DEL");
+        first
+            .publish(Envelope::new(Topic::Cable, "rooms:1", "c"))
+            .await;
+        let heard = second.receive().await;
+        assert_eq!(heard.offset, 1, "counting starts over");
+        assert_eq!(
+            sequencer.accept(heard.clone()).await,
+            [
+                Delivery::Reset {
+                    stream: None,
+                    offset: 0
+                },
+                Delivery::Message(heard)
+            ]
+        );
+        first
+            .publish(Envelope::new(Topic::Cable, "rooms:1", "d"))
+            .await;
+        let next = second.receive().await;
+        assert_eq!(
+            sequencer.accept(next.clone()).await,
+            [Delivery::Message(next)]
+        );
+        first.shutdown().await;
+        second.shutdown().await;
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 
 use tasksync::{
     models::{
-        DisplayName, LockVersion, NewTask, RoomCounts, RoomName, TaskChanges, TaskNotes, TaskTitle,
+        DisplayName, LockVersion, NewTask, Room, RoomCounts, RoomId, RoomName, Task, TaskChanges,
+        TaskId, TaskNotes, TaskTitle,
     },
     store::{Store, StoreError, Updated},
 };
@@ -30,8 +31,62 @@ fn toggle(done: bool, version: i64) -> TaskChanges {
     }
 }
 
+/// Each call one change to a room, committed when it succeeds, as the controllers make them.
+#[derive(Clone, Copy)]
+struct OneChange<'a>(&'a Store);
+
+impl OneChange<'_> {
+    async fn create_task(
+        &self,
+        room: RoomId,
+        task: &NewTask,
+        by: &DisplayName,
+        max: i64,
+    ) -> Result<(Task, RoomCounts), StoreError> {
+        let mut change = self.0.change_room(room).await?;
+        let created = change.create_task(task, by, max).await?;
+        change.commit().await?;
+        Ok(created)
+    }
+
+    async fn update_task(
+        &self,
+        room: RoomId,
+        id: TaskId,
+        changes: &TaskChanges,
+        by: &DisplayName,
+    ) -> Result<Updated, StoreError> {
+        let mut change = self.0.change_room(room).await?;
+        let updated = change.update_task(id, changes, by).await?;
+        change.commit().await?;
+        Ok(updated)
+    }
+
+    async fn delete_task(&self, room: RoomId, id: TaskId) -> Result<RoomCounts, StoreError> {
+        let mut change = self.0.change_room(room).await?;
+        let counts = change.delete_task(id).await?;
+        change.commit().await?;
+        Ok(counts)
+    }
+
+    async fn clear_completed(&self, room: RoomId) -> Result<(Vec<TaskId>, RoomCounts), StoreError> {
+        let mut change = self.0.change_room(room).await?;
+        let cleared = change.clear_completed().await?;
+        change.commit().await?;
+        Ok(cleared)
+    }
+
+    async fn rename_room(&self, room: RoomId, name: &RoomName) -> Result<Room, StoreError> {
+        let mut change = self.0.change_room(room).await?;
+        let renamed = change.rename(name).await?;
+        change.commit().await?;
+        Ok(renamed)
+    }
+}
+
 async fn the_store_story(backend: Backend) {
     let (store, _db) = store(backend).await;
+    let each = OneChange(&store);
     let ada = DisplayName::parse("Ada").unwrap();
     let grace = DisplayName::parse("Grace").unwrap();
 
@@ -44,7 +99,7 @@ async fn the_store_story(backend: Backend) {
         .create_room(&RoomName::parse("Second").unwrap())
         .await
         .unwrap();
-    let renamed = store
+    let renamed = each
         .rename_room(first.id, &RoomName::parse("Renamed").unwrap())
         .await
         .unwrap();
@@ -60,21 +115,21 @@ async fn the_store_story(backend: Backend) {
     assert_eq!(listed, vec![second.id, first.id]);
 
     // Tasks keep their order; counts follow every change.
-    let (a, counts) = store
+    let (a, counts) = each
         .create_task(first.id, &new_task("a"), &ada, 3)
         .await
         .unwrap();
     assert_eq!(counts, RoomCounts { open: 1, done: 0 });
-    let (b, _) = store
+    let (b, _) = each
         .create_task(first.id, &new_task("b"), &ada, 3)
         .await
         .unwrap();
-    let (c, _) = store
+    let (c, _) = each
         .create_task(first.id, &new_task("c"), &ada, 3)
         .await
         .unwrap();
     assert!(matches!(
-        store.create_task(first.id, &new_task("d"), &ada, 3).await,
+        each.create_task(first.id, &new_task("d"), &ada, 3).await,
         Err(StoreError::RoomFull(3))
     ));
     let ids: Vec<_> = store
@@ -87,7 +142,7 @@ async fn the_store_story(backend: Backend) {
     assert_eq!(ids, vec![a.id, b.id, c.id]);
 
     // Optimistic locking: the right version wins, a stale one conflicts, a repeat is a no-op.
-    let Updated::Changed(done_a, counts) = store
+    let Updated::Changed(done_a, counts) = each
         .update_task(first.id, a.id, &toggle(true, 0), &grace)
         .await
         .unwrap()
@@ -99,14 +154,14 @@ async fn the_store_story(backend: Backend) {
     assert_eq!(done_a.updated_by, "Grace");
     assert_eq!(counts, RoomCounts { open: 2, done: 1 });
     assert!(matches!(
-        store.update_task(first.id, a.id, &toggle(true, 0), &ada).await.unwrap(),
+        each.update_task(first.id, a.id, &toggle(true, 0), &ada).await.unwrap(),
         Updated::Unchanged(ref t, _) if t.lock_version == LockVersion(1)
     ));
-    match store
+    match each
         .update_task(first.id, a.id, &toggle(false, 0), &ada)
         .await
     {
-        Err(StoreError::Conflict(current)) => assert_eq!(current.updated_by, "Grace"),
+        Ok(Updated::Conflict(current)) => assert_eq!(current.updated_by, "Grace"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     let edit = TaskChanges {
@@ -115,10 +170,7 @@ async fn the_store_story(backend: Backend) {
         done: None,
         lock_version: LockVersion(0),
     };
-    let Updated::Changed(b2, _) = store
-        .update_task(first.id, b.id, &edit, &ada)
-        .await
-        .unwrap()
+    let Updated::Changed(b2, _) = each.update_task(first.id, b.id, &edit, &ada).await.unwrap()
     else {
         panic!("expected a change");
     };
@@ -133,30 +185,28 @@ async fn the_store_story(backend: Backend) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.delete_task(second.id, a.id).await,
+        each.delete_task(second.id, a.id).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store
-            .update_task(second.id, a.id, &toggle(true, 1), &ada)
+        each.update_task(second.id, a.id, &toggle(true, 1), &ada)
             .await,
         Err(StoreError::NotFound)
     ));
 
     // Delete and clear completed.
-    let counts = store.delete_task(first.id, c.id).await.unwrap();
+    let counts = each.delete_task(first.id, c.id).await.unwrap();
     assert_eq!(counts, RoomCounts { open: 1, done: 1 });
-    store
-        .update_task(first.id, b.id, &toggle(true, 1), &ada)
+    each.update_task(first.id, b.id, &toggle(true, 1), &ada)
         .await
         .unwrap();
-    let (removed, counts) = store.clear_completed(first.id).await.unwrap();
+    let (removed, counts) = each.clear_completed(first.id).await.unwrap();
     assert_eq!(removed, vec![a.id, b.id]);
     assert_eq!(counts, RoomCounts::default());
     assert!(store.list_tasks(first.id).await.unwrap().is_empty());
 
     // Ids are never reused after a delete.
-    let (d, _) = store
+    let (d, _) = each
         .create_task(first.id, &new_task("d"), &ada, 3)
         .await
         .unwrap();
@@ -169,11 +219,11 @@ async fn the_store_story(backend: Backend) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.create_task(missing, &new_task("x"), &ada, 3).await,
+        each.create_task(missing, &new_task("x"), &ada, 3).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.clear_completed(missing).await,
+        each.clear_completed(missing).await,
         Err(StoreError::NotFound)
     ));
     store.ping().await.unwrap();
@@ -200,7 +250,7 @@ async fn concurrent_creates_never_exceed_the_room_limit(backend: Backend) {
         let store = store.clone();
         let ada = ada.clone();
         async move {
-            store
+            OneChange(&store)
                 .create_task(room.id, &new_task(&format!("t{i}")), &ada, 5)
                 .await
         }
