@@ -13,11 +13,18 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use sqlx::Connection as _;
 
-use crate::http::Client;
+use crate::{
+    http::Client,
+    stats::{proc_cpu_time, proc_rss_kib},
+};
 
 /// Every process signs cookies and stream names with it, so either process accepts a session
 /// or a stream name made by the other, as in a real deployment.
 const SECRET_KEY_BASE: &str = "tasksync-bench-shared-secret-0123456789abcdef0123456789";
+
+/// Each process's database pool, set explicitly (it is also the app's default) so the pgbench
+/// comparison knows how many connections the servers write through.
+pub const SERVER_POOL_SIZE: usize = 10;
 
 pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -51,6 +58,14 @@ impl Database {
         match self {
             Self::Sqlite { dir } => format!("sqlite://{}/bench.sqlite3", dir.display()),
             Self::Postgres { name } => format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        }
+    }
+
+    /// The PostgreSQL database's name; `None` on SQLite.
+    pub fn postgres_name(&self) -> Option<&str> {
+        match self {
+            Self::Postgres { name } => Some(name),
+            Self::Sqlite { .. } => None,
         }
     }
 
@@ -104,6 +119,7 @@ impl Server {
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("DATABASE_URL", database_url)
+            .env("DATABASE_POOL_SIZE", SERVER_POOL_SIZE.to_string())
             .env("SECRET_KEY_BASE", SECRET_KEY_BASE)
             .env("SECURE_COOKIES", "false")
             .env("LOG_LEVEL", "warn")
@@ -163,34 +179,12 @@ impl Server {
 
     /// Resident memory in KiB.
     pub fn rss_kib(&self) -> u64 {
-        fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        proc_rss_kib(self.pid())
     }
 
     /// User plus system CPU time the process has used.
     pub fn cpu_time(&self) -> Duration {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
-            return Duration::ZERO;
-        };
-        // The command name may hold spaces; the fields after its closing parenthesis don't.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_micros(ticks * 1_000_000 / hz)
+        proc_cpu_time(self.pid())
     }
 
     /// SIGTERM, the graceful path; a kill if it has not exited in 15 s.

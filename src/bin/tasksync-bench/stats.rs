@@ -1,6 +1,10 @@
-//! Latency summaries and CPU accounting.
+//! Latency summaries, percentile curves, and CPU and memory accounting from /proc.
 
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use serde_json::{Value, json};
 
@@ -56,12 +60,93 @@ impl Summary {
     }
 }
 
+/// A latency distribution as a percentile curve, for the chart: points `(1 / (1 - q), ms)` at
+/// quantiles `q` spaced evenly on that log axis, from the minimum (x = 1) to the maximum
+/// (x = n, the last quantile n samples can tell apart). `samples` must be sorted.
+pub fn percentile_curve(samples: &[Duration]) -> Vec<(f64, f64)> {
+    const POINTS: usize = 400;
+    let n = samples.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if n == 1 {
+        return vec![(1.0, ms(samples[0]))];
+    }
+    let decades = (n as f64).log10();
+    let mut curve: Vec<(f64, f64)> = (0..POINTS)
+        .map(|i| {
+            let x = 10f64.powf(decades * i as f64 / POINTS as f64);
+            let q = 1.0 - 1.0 / x;
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            (x, ms(samples[rank - 1]))
+        })
+        .collect();
+    curve.push((n as f64, ms(samples[n - 1])));
+    curve
+}
+
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// CPU the benchmark process itself has used, user plus system, all threads.
+/// Processes of the load generator besides this one (hold workers): their CPU counts as the
+/// generator's.
+static HELPERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+pub fn add_helper(pid: u32) {
+    HELPERS.lock().expect("helpers").push(pid);
+}
+
+pub fn remove_helper(pid: u32) {
+    HELPERS.lock().expect("helpers").retain(|p| *p != pid);
+}
+
+/// Resident memory of a process in KiB (0 once it is gone).
+pub fn proc_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time a process has used (zero once it is gone).
+pub fn proc_cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The command name may hold spaces; the fields after its closing parenthesis don't.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Resident memory of the whole load generator: this process and its hold workers.
+pub fn generator_rss_kib() -> u64 {
+    let helpers = HELPERS.lock().expect("helpers").clone();
+    proc_rss_kib(std::process::id()) + helpers.into_iter().map(proc_rss_kib).sum::<u64>()
+}
+
+/// CPU the load generator has used, user plus system, all threads, with its hold workers.
 fn own_cpu_time() -> Duration {
+    let helpers = HELPERS.lock().expect("helpers").clone();
+    self_cpu_time() + helpers.into_iter().map(proc_cpu_time).sum::<Duration>()
+}
+
+fn self_cpu_time() -> Duration {
     // SAFETY: getrusage writes into the struct we hand it.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -72,11 +157,39 @@ fn own_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Where the CPU went during a phase: the generator's own share against the servers'.
+/// Busy time of the whole machine, all cores, from /proc/stat (everything but idle and iowait).
+fn machine_busy_time() -> Duration {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(busy * 1_000_000 / hz)
+}
+
+/// Where the CPU went during a phase: the generator's own share against the servers', and
+/// what the rest of the machine (PostgreSQL, Redis, anything else running) used.
 pub struct CpuMeter {
     wall: Instant,
     generator: Duration,
     servers: Duration,
+    machine: Duration,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -85,6 +198,8 @@ pub struct CpuShare {
     /// Cores' worth of CPU used, on average (1.0 = one core busy the whole time).
     pub generator_cores: f64,
     pub server_cores: f64,
+    /// Every process on the machine, the two above included.
+    pub machine_cores: f64,
 }
 
 impl CpuMeter {
@@ -93,6 +208,7 @@ impl CpuMeter {
             wall: Instant::now(),
             generator: own_cpu_time(),
             servers,
+            machine: machine_busy_time(),
         }
     }
 
@@ -100,32 +216,78 @@ impl CpuMeter {
         let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
         CpuShare {
             wall_secs: wall,
-            generator_cores: (own_cpu_time() - self.generator).as_secs_f64() / wall,
+            generator_cores: own_cpu_time().saturating_sub(self.generator).as_secs_f64() / wall,
             server_cores: servers.saturating_sub(self.servers).as_secs_f64() / wall,
+            machine_cores: machine_busy_time()
+                .saturating_sub(self.machine)
+                .as_secs_f64()
+                / wall,
         }
     }
 }
 
 impl CpuShare {
+    /// Everything but the generator and the tasksync processes: PostgreSQL, Redis, others.
+    pub fn other_cores(&self) -> f64 {
+        (self.machine_cores - self.generator_cores - self.server_cores).max(0.0)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "wall_secs": round(self.wall_secs),
             "generator_cores": round(self.generator_cores),
             "server_cores": round(self.server_cores),
+            "other_cores": round(self.other_cores()),
+            "machine_busy_cores": round(self.machine_cores),
             "generator_share_of_machine": round(self.generator_cores / cores() as f64),
         })
     }
 
     pub fn line(&self) -> String {
         format!(
-            "CPU: load generator {:.0}% of one core ({:.0}% of the machine), servers {:.0}% of one core",
+            "CPU: load generator {:.0}% of one core ({:.0}% of the machine), servers {:.0}%, \
+             rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores busy",
             self.generator_cores * 100.0,
             self.generator_cores * 100.0 / cores() as f64,
-            self.server_cores * 100.0
+            self.server_cores * 100.0,
+            self.other_cores() * 100.0,
+            self.machine_cores * 100.0 / cores() as f64,
+            cores()
         )
     }
 }
 
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Summary, percentile_curve};
+
+    #[test]
+    fn curve_runs_from_min_to_max_on_the_percentile_axis() {
+        let mut samples: Vec<Duration> = (1..=1000).rev().map(Duration::from_millis).collect();
+        let summary = Summary::of(&mut samples);
+        assert_eq!(
+            (summary.p50, summary.p99, summary.max),
+            (500.0, 990.0, 1000.0)
+        );
+        let curve = percentile_curve(&samples);
+        assert_eq!(curve.first(), Some(&(1.0, 1.0)));
+        assert_eq!(curve.last(), Some(&(1000.0, 1000.0)));
+        // x = 100 is p99.
+        let near_p99 = curve
+            .iter()
+            .min_by(|a, b| (a.0 - 100.0).abs().total_cmp(&(b.0 - 100.0).abs()))
+            .unwrap();
+        assert!((near_p99.1 - 990.0).abs() <= 1.0, "{near_p99:?}");
+        assert!(
+            curve
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+        );
+    }
 }
