@@ -23,3 +23,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod views;
+pub mod write_lane;

@@ -28,6 +28,7 @@ use crate::{
     session::Sessions,
     store::Store,
     views::Views,
+    write_lane::WriteLane,
 };
 
 /// Limits the controllers enforce.
@@ -54,6 +55,8 @@ pub struct AppState {
     /// Mutations per session, and sockets per client address.
     pub mutations: MutationLimiter,
     pub connections: ConnectionLimiter,
+    /// Where every change to a room runs (see [`WriteLane`]).
+    pub write_lane: WriteLane,
 }
 
 /// A built, bound, not yet running server.
@@ -117,6 +120,7 @@ impl Application {
                 settings.max_connections_per_address,
                 TrustedProxies::parse(&settings.trusted_proxies)?,
             ),
+            write_lane: WriteLane::start().context("cannot start the write lane")?,
         });
         let sessions = web::Data::new(Sessions::new(
             &secret,

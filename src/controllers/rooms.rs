@@ -137,10 +137,19 @@ pub async fn update(
     let raw = params.require("room[name]")?;
     match RoomName::parse(raw) {
         Ok(name) => {
-            let mut change = state.store.change_room(room_id).await?;
-            let room = change.rename(&name).await?;
-            let renamed = views::rooms::renamed(&state.views, &room)?;
-            state.broadcaster.commit(change, &renamed).await?;
+            let (room, renamed) = state
+                .write_lane
+                .run({
+                    let state = state.clone();
+                    async move {
+                        let mut change = state.store.change_room(room_id).await?;
+                        let room = change.rename(&name).await?;
+                        let renamed = views::rooms::renamed(&state.views, &room)?;
+                        state.broadcaster.commit(change, &renamed).await?;
+                        Ok((room, renamed))
+                    }
+                })
+                .await?;
             Ok(match format {
                 Format::TurboStream => stream(StatusCode::OK, renamed.into_string()),
                 Format::Html => see_other(&format!("/rooms/{}", room.id)),

@@ -15,7 +15,7 @@ use crate::{
     session::{Session, SignedIn},
     startup::AppState,
     store::{StoreError, Updated},
-    views::{self, FormState, Page, rooms::Focus},
+    views::{self, FormState, Page, rooms::Focus, turbo_stream::TurboStream},
 };
 
 fn task_path(path: &(String, String)) -> Result<(RoomId, TaskId), AppError> {
@@ -52,22 +52,35 @@ pub async fn create(
         Err(Invalid(message)) => return refuse(message).await,
     };
     let max = state.limits.max_tasks_per_room;
-    let mut change = state.store.change_room(room_id).await?;
-    let (task, counts) = match change.create_task(&new_task, &user.name, max).await {
-        Ok(created) => created,
-        Err(StoreError::RoomFull(max)) => {
-            drop(change);
+    let by = user.name.clone();
+    let made = state
+        .write_lane
+        .run({
+            let state = state.clone();
+            async move {
+                let mut change = state.store.change_room(room_id).await?;
+                let (task, counts) = match change.create_task(&new_task, &by, max).await {
+                    Ok(created) => created,
+                    Err(StoreError::RoomFull(max)) => return Ok(Err(max)),
+                    Err(other) => return Err(other.into()),
+                };
+                let broadcast = views::tasks::created(&state.views, &task, &counts)?;
+                let room = change.room().clone();
+                state.broadcaster.commit(change, &broadcast).await?;
+                Ok(Ok((broadcast, room)))
+            }
+        })
+        .await?;
+    let (broadcast, room) = match made {
+        Ok(made) => made,
+        Err(max) => {
             return refuse(format!(
                 "This room is full: it holds the maximum of {max} tasks. Clear some before \
                  adding more."
             ))
             .await;
         }
-        Err(other) => return Err(other.into()),
     };
-    let broadcast = views::tasks::created(&state.views, &task, &counts)?;
-    let room = change.room().clone();
-    state.broadcaster.commit(change, &broadcast).await?;
     Ok(match format {
         Format::TurboStream => {
             let reset = views::tasks::form_reset(&state.views, &room, &session.csrf_token())?;
@@ -162,26 +175,45 @@ pub async fn update(
             return refuse_edit(&state, &session, &user, format, &params, edit).await;
         }
     };
-    let mut change = state.store.change_room(room_id).await?;
-    match change.update_task(task_id, &changes, &user.name).await? {
-        Updated::Changed(task, counts) => {
-            let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
-            state.broadcaster.commit(change, &broadcast).await?;
-            Ok(respond(format, room_id, broadcast.into_string()))
-        }
-        // A repeated toggle: nothing was written (dropping the change rolls it back), and the
-        // requester's page is brought up to date; nobody else's changes.
-        Updated::Unchanged(task, counts) => {
-            drop(change);
+    let by = user.name.clone();
+    let edit = state
+        .write_lane
+        .run({
+            let state = state.clone();
+            async move {
+                let mut change = state.store.change_room(room_id).await?;
+                Ok(match change.update_task(task_id, &changes, &by).await? {
+                    Updated::Changed(task, counts) => {
+                        let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
+                        state.broadcaster.commit(change, &broadcast).await?;
+                        Edit::Made(broadcast)
+                    }
+                    // Nothing was written: dropping the change rolls it back.
+                    not_made => Edit::NotMade(not_made),
+                })
+            }
+        })
+        .await?;
+    match edit {
+        Edit::Made(broadcast) => Ok(respond(format, room_id, broadcast.into_string())),
+        // A repeated toggle: the requester's page is brought up to date; nobody else's changes.
+        Edit::NotMade(Updated::Unchanged(task, counts) | Updated::Changed(task, counts)) => {
             let body = views::tasks::updated(&state.views, &task, &counts)?;
             Ok(respond(format, room_id, body.into_string()))
         }
-        Updated::Conflict(current) => {
-            drop(change);
+        Edit::NotMade(Updated::Conflict(current)) => {
             let edit = refused(*current, StatusCode::CONFLICT, None);
             refuse_edit(&state, &session, &user, format, &params, edit).await
         }
     }
+}
+
+/// What the write lane did with an edit.
+enum Edit {
+    /// Applied and broadcast.
+    Made(TurboStream),
+    /// Not applied, and why.
+    NotMade(Updated),
 }
 
 /// An edit that was not applied: the task as it is now, and why.
@@ -256,10 +288,19 @@ pub async fn destroy(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (room_id, task_id) = task_path(&path)?;
-    let mut change = state.store.change_room(room_id).await?;
-    let counts = change.delete_task(task_id).await?;
-    let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
-    state.broadcaster.commit(change, &broadcast).await?;
+    let broadcast = state
+        .write_lane
+        .run({
+            let state = state.clone();
+            async move {
+                let mut change = state.store.change_room(room_id).await?;
+                let counts = change.delete_task(task_id).await?;
+                let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
+                state.broadcaster.commit(change, &broadcast).await?;
+                Ok(broadcast)
+            }
+        })
+        .await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 
@@ -271,10 +312,19 @@ pub async fn clear_completed(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let room_id = room_id(&path)?;
-    let mut change = state.store.change_room(room_id).await?;
-    let (removed, counts) = change.clear_completed().await?;
-    let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
-    state.broadcaster.commit(change, &broadcast).await?;
+    let broadcast = state
+        .write_lane
+        .run({
+            let state = state.clone();
+            async move {
+                let mut change = state.store.change_room(room_id).await?;
+                let (removed, counts) = change.clear_completed().await?;
+                let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
+                state.broadcaster.commit(change, &broadcast).await?;
+                Ok(broadcast)
+            }
+        })
+        .await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 

@@ -1,0 +1,59 @@
+//! The write lane: a thread of its own that runs every change to a room, from taking the room's
+//! lock to committing it.
+//!
+//! A change is several statements in one transaction, and between two statements the task that
+//! runs it waits for the database. On an HTTP worker that task then queues behind every other
+//! request the worker is serving (rendering room pages, say) before it can send the next
+//! statement, and all that while it holds the room's lock, or with SQLite the one write lock:
+//! under load the lock is held mostly by waiting, and every other change waits too. On the
+//! lane nothing else competes, so a change holds its lock for about as long as the database
+//! takes. Handlers hand the lane the whole change and await its result.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{runtime, sync::oneshot};
+
+use crate::error::AppError;
+
+#[derive(Clone)]
+pub struct WriteLane {
+    handle: runtime::Handle,
+    /// Dropping the last clone drops the sender, which ends the lane's thread.
+    _stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+impl WriteLane {
+    /// Starts the lane's thread; it ends once every clone is dropped.
+    pub fn start() -> std::io::Result<Self> {
+        let lane = runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = lane.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("tasksync-writes".into())
+            .spawn(move || {
+                lane.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
+            handle,
+            _stop: Arc::new(Mutex::new(Some(stop))),
+        })
+    }
+
+    /// Runs `change` on the lane and hands back its outcome.
+    pub async fn run<T, F>(&self, change: F) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn(change).await.map_err(|err| {
+            AppError::internal(format!("a change on the write lane failed: {err}"))
+        })?
+    }
+}
