@@ -64,21 +64,32 @@ impl End {
     }
 }
 
+/// What one incoming message means: a frame for the caller, the end of the socket, or `None`
+/// (a ping, answered here, or a pong) to read on.
+async fn take(
+    message: Option<Result<AggregatedMessage, ProtocolError>>,
+    session: &mut Session,
+) -> Option<Result<Frame, End>> {
+    match message {
+        Some(Ok(AggregatedMessage::Text(text))) => Some(Ok(Frame::Text(text))),
+        Some(Ok(AggregatedMessage::Binary(_))) => Some(Ok(Frame::Binary)),
+        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+            session.pong(&bytes).await.err().map(|_| Err(End::Closed))
+        }
+        Some(Ok(AggregatedMessage::Pong(_))) => None,
+        Some(Ok(AggregatedMessage::Close(_))) | None => Some(Err(End::Closed)),
+        Some(Err(err)) => Some(Err(End::Protocol(err))),
+    }
+}
+
 /// The next text or binary frame, answering pings on the way; `Err` once the socket is done.
 pub async fn next_frame(
     messages: &mut AggregatedMessageStream,
     session: &mut Session,
 ) -> Result<Frame, End> {
     loop {
-        match messages.recv().await {
-            Some(Ok(AggregatedMessage::Text(text))) => return Ok(Frame::Text(text)),
-            Some(Ok(AggregatedMessage::Binary(_))) => return Ok(Frame::Binary),
-            Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                session.pong(&bytes).await.map_err(|_| End::Closed)?;
-            }
-            Some(Ok(AggregatedMessage::Pong(_))) => {}
-            Some(Ok(AggregatedMessage::Close(_))) | None => return Err(End::Closed),
-            Some(Err(err)) => return Err(End::Protocol(err)),
+        if let Some(frame) = take(messages.recv().await, session).await {
+            return frame;
         }
     }
 }
@@ -170,15 +181,8 @@ pub async fn next_frame_alive(
             biased;
             message = messages.recv() => {
                 keepalive.last_heard = Instant::now();
-                match message {
-                    Some(Ok(AggregatedMessage::Text(text))) => return Ok(Frame::Text(text)),
-                    Some(Ok(AggregatedMessage::Binary(_))) => return Ok(Frame::Binary),
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        session.pong(&bytes).await.map_err(|_| End::Closed)?;
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) | None => return Err(End::Closed),
-                    Some(Err(err)) => return Err(End::Protocol(err)),
+                if let Some(frame) = take(message, session).await {
+                    return frame;
                 }
             }
             () = next_ping(&mut keepalive.ping) => {
