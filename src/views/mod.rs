@@ -16,9 +16,10 @@ use crate::{assets, error::AppError, models::User};
 
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
-/// The compiled templates.
+/// The compiled templates, and the task markup already rendered with them.
 pub struct Views {
     tera: Tera,
+    task_fragments: tasks::TaskFragments,
 }
 
 impl std::fmt::Debug for Views {
@@ -58,7 +59,10 @@ impl Views {
         tera.autoescape_on(vec![".html"]);
         tera.add_raw_templates(TEMPLATES.iter().copied())?;
         tera.register_function("asset_path", asset_path);
-        Ok(Self { tera })
+        Ok(Self {
+            tera,
+            task_fragments: tasks::TaskFragments::default(),
+        })
     }
 
     fn render(&self, name: &str, context: &Context) -> Result<String, AppError> {

@@ -1,7 +1,7 @@
 use serde::Serialize;
 use tera::Context;
 
-use super::{FormState, Page, Views, tasks::TaskItem, turbo_stream::TurboStream};
+use super::{FormState, Page, Views, tasks::page_tasks, turbo_stream::TurboStream};
 use crate::{
     error::AppError,
     models::{Room, RoomCounts, RoomSummary, Task, TaskId},
@@ -52,21 +52,10 @@ pub struct RoomPage<'a> {
 }
 
 pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<String, AppError> {
-    let items: Vec<TaskItem<'_>> = room_page
-        .tasks
-        .iter()
-        .map(|task| match room_page.focus {
-            Some(focus) if focus.task_id == task.id => TaskItem {
-                task,
-                form: Some(&focus.form),
-                conflict: focus.conflict,
-            },
-            _ => TaskItem::plain(task),
-        })
-        .collect();
+    let tasks_html = page_tasks(views, room_page.tasks, room_page.focus, &page.csrf_token)?;
     let mut context = Context::new();
     context.insert("room", room_page.room);
-    context.insert("items", &items);
+    context.insert("tasks_html", &tasks_html);
     context.insert("counts", &room_page.counts);
     context.insert("new_task", room_page.new_task);
     context.insert("rename", room_page.rename);

@@ -1,11 +1,102 @@
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use serde::Serialize;
 use tera::Context;
 
-use super::{FormState, Page, Views, turbo_stream::TurboStream};
+use super::{FormState, Page, Views, rooms::Focus, turbo_stream::TurboStream};
 use crate::{
     error::AppError,
     models::{Room, RoomCounts, RoomId, Task, TaskId},
 };
+
+/// Where a task's cached page markup leaves room for the viewer's CSRF token
+/// (`shared/_token.html`). Autoescaping turns every `<` of user text into `&lt;`, so this can
+/// only come from the template itself.
+const TOKEN_SLOT: &str = "<!--csrf-->";
+
+/// How many tasks' markup is kept; past it the cache starts over (it refills from the next
+/// page views).
+const MAX_CACHED_TASKS: usize = 10_000;
+
+/// Each task's room-page markup, rendered once and reused for every page view until the task
+/// changes: a room page is mostly its tasks, and rendering 50 of them was most of a page
+/// view's CPU. An entry is used only while it was rendered from a task equal to the one being
+/// shown, every field compared, so an edit (or an id SQLite hands out again) can never show a
+/// stale copy.
+#[derive(Default)]
+pub struct TaskFragments {
+    entries: Mutex<HashMap<TaskId, (Task, Arc<str>)>>,
+}
+
+impl TaskFragments {
+    fn get(&self, task: &Task) -> Option<Arc<str>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&task.id)
+            .filter(|(cached, _)| cached == task)
+            .map(|(_, html)| html.clone())
+    }
+
+    fn put(&self, task: &Task, html: Arc<str>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED_TASKS && !entries.contains_key(&task.id) {
+            entries.clear();
+        }
+        entries.insert(task.id, (task.clone(), html));
+    }
+}
+
+/// The room page's task list for a viewer whose CSRF token is `csrf`: each task from the cache
+/// (rendered on a miss), except the one the viewer is editing (`focus`), which is rendered
+/// with their form as they left it.
+pub fn page_tasks(
+    views: &Views,
+    tasks: &[Task],
+    focus: Option<&Focus>,
+    csrf: &str,
+) -> Result<String, AppError> {
+    let token = tera::escape_html(csrf);
+    let mut html = String::with_capacity(tasks.len() * 2048);
+    for current in tasks {
+        if let Some(focus) = focus.filter(|f| f.task_id == current.id) {
+            let item = TaskItem {
+                task: current,
+                form: Some(&focus.form),
+                conflict: focus.conflict,
+            };
+            html.push_str(&task(views, &item, Some(csrf))?);
+            continue;
+        }
+        let fragment = match views.task_fragments.get(current) {
+            Some(fragment) => fragment,
+            None => {
+                let fragment: Arc<str> = task_with_token_slot(views, current)?.into();
+                views.task_fragments.put(current, fragment.clone());
+                fragment
+            }
+        };
+        let mut pieces = fragment.split(TOKEN_SLOT);
+        if let Some(first) = pieces.next() {
+            html.push_str(first);
+        }
+        for piece in pieces {
+            html.push_str(&token);
+            html.push_str(piece);
+        }
+    }
+    Ok(html)
+}
+
+fn task_with_token_slot(views: &Views, current: &Task) -> Result<String, AppError> {
+    let mut context = Context::new();
+    context.insert("item", &TaskItem::plain(current));
+    context.insert("csrf_token", &None::<&str>);
+    context.insert("csrf_slot", &true);
+    views.render("tasks/_task.html", &context)
+}
 
 /// `task_42`, as Rails' `dom_id(task)`.
 pub fn dom_id(id: TaskId) -> String {
@@ -161,7 +252,7 @@ pub fn refused_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::LockVersion;
+    use crate::{models::LockVersion, views::FormState};
 
     fn hostile_task() -> Task {
         Task {
@@ -185,6 +276,86 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("<b>Mallory"), "{html}");
+    }
+
+    fn task_html<'a>(page: &'a str, id: &str) -> &'a str {
+        let start = page.find(&format!("id=\"{id}\"")).unwrap();
+        let end = page[start..].find("class=\"task__delete\"").unwrap() + start;
+        &page[start..end]
+    }
+
+    #[test]
+    fn a_page_task_carries_each_viewers_own_token_from_one_rendering() {
+        let views = Views::new().unwrap();
+        let tasks = [hostile_task()];
+        let alice = page_tasks(&views, &tasks, None, "alice-token").unwrap();
+        let bob = page_tasks(&views, &tasks, None, "bob-token").unwrap();
+        // Three forms on a task (toggle, edit, delete): each with the viewer's token.
+        assert_eq!(alice.matches("value=\"alice-token\"").count(), 3, "{alice}");
+        assert_eq!(bob.matches("value=\"bob-token\"").count(), 3, "{bob}");
+        assert!(
+            !bob.contains("alice-token") && !bob.contains(TOKEN_SLOT),
+            "{bob}"
+        );
+        assert_eq!(alice.replace("alice-token", "bob-token"), bob);
+        // The same markup as rendering the task directly with the token.
+        let direct = task(&views, &TaskItem::plain(&tasks[0]), Some("alice-token")).unwrap();
+        assert_eq!(alice, direct);
+    }
+
+    #[test]
+    fn a_changed_task_is_rendered_again_even_with_the_same_id_and_version() {
+        let views = Views::new().unwrap();
+        let before = hostile_task();
+        page_tasks(&views, std::slice::from_ref(&before), None, "t").unwrap();
+        // SQLite can hand a deleted task's id to the next one, at the same lock version.
+        let after = Task {
+            title: "Another task".into(),
+            updated_by: "Bob".into(),
+            ..before
+        };
+        let page = page_tasks(&views, &[after], None, "t").unwrap();
+        let html = task_html(&page, "task_42");
+        assert!(
+            html.contains("Another task") && html.contains("Bob"),
+            "{html}"
+        );
+        assert!(!html.contains("script"), "{html}");
+    }
+
+    #[test]
+    fn user_text_cannot_ask_for_the_token() {
+        let views = Views::new().unwrap();
+        let task = Task {
+            title: TOKEN_SLOT.into(),
+            notes: format!("a{TOKEN_SLOT}b"),
+            ..hostile_task()
+        };
+        let page = page_tasks(&views, &[task], None, "secret").unwrap();
+        assert_eq!(page.matches("secret").count(), 3, "{page}");
+        assert!(page.contains("&lt;!--csrf--&gt;"), "{page}");
+    }
+
+    #[test]
+    fn the_task_being_edited_shows_the_viewers_form_and_the_others_come_from_the_cache() {
+        let views = Views::new().unwrap();
+        let other = Task {
+            id: TaskId(43),
+            title: "Other".into(),
+            ..hostile_task()
+        };
+        let tasks = [hostile_task(), other];
+        let focus = Focus {
+            task_id: TaskId(42),
+            form: FormState::invalid("Title can't be blank", &[("title", "typed")]),
+            conflict: false,
+        };
+        let page = page_tasks(&views, &tasks, Some(&focus), "tok").unwrap();
+        let edited = task_html(&page, "task_42");
+        assert!(edited.contains("Title can&#x27;t be blank"), "{edited}");
+        assert!(edited.contains("value=\"typed\""), "{edited}");
+        assert!(task_html(&page, "task_43").contains("Other"));
+        assert_eq!(page.matches("value=\"tok\"").count(), 6, "{page}");
     }
 
     #[test]
