@@ -189,6 +189,10 @@ impl Store {
                 SqlitePoolOptions::new()
                     .max_connections(size)
                     .acquire_timeout(Duration::from_secs(5))
+                    // A file in this process cannot drop the connection the way a server can,
+                    // and the check is a round trip to the connection's thread on every
+                    // acquire, in the one writer's turn too.
+                    .test_before_acquire(false)
                     .connect_with(options.clone())
             };
             let writes = pool(1)
