@@ -84,7 +84,9 @@ pub async fn serve(
             tokio::select! {
                 frame = socket::next_frame(&mut messages, &mut session) => match frame {
                     Ok(Frame::Text(text)) => {
-                        let replies = subscriber.command(&text).await;
+                        // Boxed: a subscribe may read history, and that future would
+                        // otherwise make every socket's task as large, for its whole life.
+                        let replies = Box::pin(subscriber.command(&text)).await;
                         if send_all(&mut session, replies).await.is_err() {
                             break End::Closed;
                         }
@@ -99,7 +101,7 @@ pub async fn serve(
                         if !subscriber.is_news(&queued) {
                             continue;
                         }
-                        if session.text(queued.frame).await.is_err() {
+                        if session.text(queued.frame.clone()).await.is_err() {
                             break End::Closed;
                         }
                         ctx.metrics.delivery_seconds.observe(queued.published.elapsed().as_secs_f64());

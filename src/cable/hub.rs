@@ -28,7 +28,9 @@ use super::{
 };
 
 /// Frames queued for one connection.
-pub type Outbound = mpsc::Sender<Queued>;
+/// A socket's queue. A broadcast is queued as one shared [`Queued`] for all of a stream's
+/// subscribers: each queue slot is a pointer, not a copy of the frame.
+pub type Outbound = mpsc::Sender<Arc<Queued>>;
 
 /// A frame waiting for its socket, with the instant its broadcast started out, so the socket
 /// can time the whole trip once the frame is written.
@@ -395,12 +397,14 @@ impl Hub {
             });
         let mut outcome = Outcome::default();
         for (identifier, subscribers) in &entry.identifiers {
-            let queued = |frame: String| Queued {
-                frame: ByteString::from(frame),
-                published,
-                identifier: identifier.clone(),
-                offset,
-                reset,
+            let queued = |frame: String| {
+                Arc::new(Queued {
+                    frame: ByteString::from(frame),
+                    published,
+                    identifier: identifier.clone(),
+                    offset,
+                    reset,
+                })
             };
             let plain = (!subscribers.plain.is_empty()
                 || (position.is_none() && !subscribers.extended.is_empty()))
@@ -437,7 +441,7 @@ impl Outcome {
         &mut self,
         connections: &HashMap<ConnectionId, Connection>,
         conns: &HashSet<ConnectionId>,
-        frame: &Queued,
+        frame: &Arc<Queued>,
     ) {
         for conn in conns {
             let Some(connection) = connections.get(conn) else {

@@ -148,6 +148,9 @@ fn spawn_socket(
     serve: impl std::future::Future<Output = ()> + 'static,
 ) {
     use tracing::Instrument as _;
+    // Boxed: an async block that captures a future and then awaits it lays the future out
+    // twice (the capture and the await), and this task lives as long as its socket.
+    let serve = Box::pin(serve);
     actix_web::rt::spawn(
         async move {
             let _permit = permit;
