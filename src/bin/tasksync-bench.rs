@@ -5,6 +5,8 @@
 
 #[path = "tasksync-bench/chart.rs"]
 mod chart;
+#[path = "tasksync-bench/floor.rs"]
+mod floor;
 #[path = "tasksync-bench/hold.rs"]
 mod hold;
 #[path = "tasksync-bench/http.rs"]
@@ -254,20 +256,20 @@ fn bar(len: u64, prefix: &str) -> ProgressBar {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some(hold::WORKER_FLAG) {
-        return match hold::worker().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tasksync-bench hold worker: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run().await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("tasksync-bench: {e:#}");
+    // The same binary runs as its own helper processes.
+    let outcome = match std::env::args().nth(1).as_deref() {
+        Some(floor::SERVER_FLAG) => ("floor server", floor::server().await.map(|()| true)),
+        Some(hold::WORKER_FLAG) => ("hold worker", hold::worker().await.map(|()| true)),
+        _ => ("", run().await),
+    };
+    match outcome {
+        (_, Ok(true)) => ExitCode::SUCCESS,
+        (_, Ok(false)) => ExitCode::FAILURE,
+        (role, Err(e)) => {
+            eprintln!(
+                "tasksync-bench{}{role}: {e:#}",
+                if role.is_empty() { "" } else { " " }
+            );
             ExitCode::FAILURE
         }
     }
@@ -899,6 +901,7 @@ struct FloodResult {
     cable_cpu: CpuShare,
     presence_cpu: CpuShare,
     top_up: Option<TopUp>,
+    floor: FloorResult,
     curves: Vec<chart::Series>,
 }
 
@@ -916,13 +919,18 @@ struct TopUp {
     curves: Vec<chart::Series>,
 }
 
-/// Opens `n` sockets at the same moment; returns the open ones, the handshake times of the
-/// successes, and the failures.
-async fn burst<F, Fut>(
-    n: usize,
-    name: &str,
-    connect: F,
-) -> (Vec<ws::Socket>, Vec<Duration>, Vec<String>)
+/// What one burst of simultaneous connects did.
+struct Burst {
+    sockets: Vec<ws::Socket>,
+    /// Handshake times of the successes.
+    times: Vec<Duration>,
+    errors: Vec<String>,
+    /// CPU from the signal to the last answer, with `servers` as the server side.
+    cpu: CpuShare,
+}
+
+/// Opens `n` sockets at the same moment, to servers whose process ids are `servers`.
+async fn burst<F, Fut>(n: usize, name: &str, servers: &[u32], connect: F) -> Burst
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<ws::Socket>> + Send + 'static,
@@ -949,6 +957,8 @@ where
     }
     // Let every task park on the signal so the connects really start together.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let server_cpu = || -> Duration { servers.iter().map(|&pid| stats::proc_cpu_time(pid)).sum() };
+    let meter = CpuMeter::start(server_cpu());
     let _ = go.send(true);
     let (mut sockets, mut times, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(joined) = tasks.join_next().await {
@@ -961,8 +971,87 @@ where
             Err(e) => errors.push(e.to_string()),
         }
     }
+    let cpu = meter.stop(server_cpu());
     progress.finish_and_clear();
-    (sockets, times, errors)
+    Burst {
+        sockets,
+        times,
+        errors,
+        cpu,
+    }
+}
+
+/// The same two floods against the bare WebSocket server of [`floor`]: what 500 simultaneous
+/// handshakes cost on this machine with these clients when the server does nothing else.
+struct FloorResult {
+    cable: Summary,
+    presence: Summary,
+    cable_cpu: CpuShare,
+    presence_cpu: CpuShare,
+    curves: Vec<chart::Series>,
+}
+
+async fn machine_floor(n: usize, identifier: &str, room: i64) -> Result<FloorResult> {
+    let server = floor::Floor::start().await?;
+    let pids: Vec<u32> = server.pid().into_iter().collect();
+    let origin = server.origin.clone();
+    // The floor server ignores the cookie; the clients send one as they do to tasksync.
+    let cables = burst(n, "2 floor /cable", &pids, |_| {
+        let (origin, identifier) = (origin.clone(), identifier.to_owned());
+        async move { ws::cable(&origin, "floor=1", &identifier, None).await }
+    })
+    .await;
+    let presences = burst(n, "2 floor presence", &pids, |_| {
+        let origin = origin.clone();
+        async move { ws::presence(&origin, "floor=1", room, None).await }
+    })
+    .await;
+    drop((cables.sockets, presences.sockets));
+    server.stop().await;
+    let failed = cables.errors.len() + presences.errors.len();
+    if failed > 0 {
+        let first = cables.errors.first().or(presences.errors.first());
+        bail!("{failed} handshakes with the bare WebSocket server failed: {first:?}");
+    }
+    let (mut cable_times, mut presence_times) = (cables.times, presences.times);
+    let result = FloorResult {
+        cable: Summary::of(&mut cable_times),
+        presence: Summary::of(&mut presence_times),
+        cable_cpu: cables.cpu,
+        presence_cpu: presences.cpu,
+        curves: vec![
+            series(
+                &format!("bare WebSocket server: /cable flood of {n}"),
+                &cable_times,
+            ),
+            series(
+                &format!("bare WebSocket server: presence flood of {n}"),
+                &presence_times,
+            ),
+        ],
+    };
+    Ok(result)
+}
+
+impl FloorResult {
+    fn print(&self) {
+        println!(
+            "  the machine's floor, a bare WebSocket server (no session, hub or database), same clients:"
+        );
+        println!("    /cable to confirm_subscription {}", self.cable.line());
+        println!("    {}", self.cable_cpu.line());
+        println!("    presence to presence_state {}", self.presence.line());
+        println!("    {}", self.presence_cpu.line());
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "cable_handshake": self.cable.json(),
+            "cable_cpu": self.cable_cpu.json(),
+            "presence_handshake": self.presence.json(),
+            "presence_cpu": self.presence_cpu.json(),
+        })
+    }
 }
 
 async fn flood(
@@ -982,28 +1071,28 @@ async fn flood(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before_kib = deployment.rss_kib();
 
-    let meter = CpuMeter::start(deployment.cpu_time());
-    let (cables, mut cable_times, cable_errors) = burst(n, "2 /cable", |i| {
+    let servers = deployment.pids();
+    let cables = burst(n, "2 /cable", &servers, |i| {
         let origin = origins[i % origins.len()].clone();
         let cookie = cookies[i % cookies.len()].clone();
         let identifier = identifier.clone();
         async move { ws::cable(&origin, &cookie, &identifier, None).await }
     })
     .await;
-    let cable_cpu = meter.stop(deployment.cpu_time());
-    let mut held: Vec<_> = cables.into_iter().map(ws::hold).collect();
+    let (cable_cpu, mut cable_times, cable_errors) = (cables.cpu, cables.times, cables.errors);
+    let mut held: Vec<_> = cables.sockets.into_iter().map(ws::hold).collect();
 
-    let meter = CpuMeter::start(deployment.cpu_time());
     let room_id = room.id;
-    let (presences, mut presence_times, presence_errors) = burst(n, "2 presence", |i| {
+    let presences = burst(n, "2 presence", &servers, |i| {
         let origin = origins[i % origins.len()].clone();
         let cookie = cookies[i % cookies.len()].clone();
         async move { ws::presence(&origin, &cookie, room_id, None).await }
     })
     .await;
-    let presence_cpu = meter.stop(deployment.cpu_time());
-    let mut pairs = held.len().min(presences.len());
-    held.extend(presences.into_iter().map(ws::hold));
+    let (presence_cpu, mut presence_times, presence_errors) =
+        (presences.cpu, presences.times, presences.errors);
+    let mut pairs = held.len().min(presences.sockets.len());
+    held.extend(presences.sockets.into_iter().map(ws::hold));
 
     let mut workers = Vec::new();
     let top_up = if opts.hold > n {
@@ -1038,6 +1127,9 @@ async fn flood(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after_kib = deployment.rss_kib();
 
+    // After tasksync's sockets are closed, so the two do not share the machine.
+    let floor = machine_floor(n, &identifier, room_id).await?;
+
     let first_error = cable_errors.first().or(presence_errors.first()).cloned();
     let cable = Summary::of(&mut cable_times);
     let presence = Summary::of(&mut presence_times);
@@ -1055,6 +1147,7 @@ async fn flood(
         cable_cpu,
         presence_cpu,
         top_up,
+        floor,
         curves: vec![
             series(
                 &format!("/cable flood of {n}, to confirm_subscription"),
@@ -1081,6 +1174,7 @@ async fn flood(
     if let Some(e) = &result.first_error {
         println!("  first failure: {e}");
     }
+    result.floor.print();
     if let Some(t) = &result.top_up {
         println!(
             "3 top-up: {} of {} more pairs in {} rooms, {} worker process(es), {} at a time, in {:.1} s",
@@ -1533,6 +1627,8 @@ impl Report {
         if let Some(f) = &self.flood {
             rows.push(("2 /cable flood".to_owned(), f.cable_cpu));
             rows.push(("2 presence flood".to_owned(), f.presence_cpu));
+            rows.push(("2 floor /cable (bare)".to_owned(), f.floor.cable_cpu));
+            rows.push(("2 floor presence (bare)".to_owned(), f.floor.presence_cpu));
             if let Some(t) = &f.top_up {
                 rows.push(("3 hold top-up".to_owned(), t.cpu));
             }
@@ -1556,6 +1652,7 @@ impl Report {
         }
         if let Some(f) = &self.flood {
             take(&f.curves);
+            take(&f.floor.curves);
             if let Some(t) = &f.top_up {
                 take(&t.curves);
             }
@@ -1616,6 +1713,7 @@ impl Report {
         }
         println!("\nagainst the issue's targets:");
         let mut rows: Vec<(String, bool)> = Vec::new();
+        let mut floor_note = None;
         if let Some(h) = h {
             rows.push((
                 format!("HTTP p50 {:.2} ms <= 5 ms", h.all.p50),
@@ -1644,6 +1742,17 @@ impl Report {
                     f.presence.p50, f.presence.p99, f.presence_failures
                 ),
                 f.presence.p50 <= 5.0 && f.presence.p99 <= 30.0 && f.presence_failures == 0,
+            ));
+            floor_note = Some(format!(
+                "  (the machine's floor, a bare WebSocket server flooded by the same clients: \
+                 /cable p50 {:.2} / p99 {:.2} ms, presence p50 {:.2} / p99 {:.2} ms; \
+                 tasksync at {:.1}x and {:.1}x the floor's p50)",
+                f.floor.cable.p50,
+                f.floor.cable.p99,
+                f.floor.presence.p50,
+                f.floor.presence.p99,
+                f.cable.p50 / f.floor.cable.p50.max(1e-9),
+                f.presence.p50 / f.floor.presence.p50.max(1e-9),
             ));
             if f.pairs >= 10_000 {
                 rows.push((
@@ -1685,6 +1794,9 @@ impl Report {
         for (what, met) in rows {
             let mark = if opts.quick { "-" } else { verdict(met) };
             println!("  [{mark:>6}] {what}");
+        }
+        if let Some(note) = floor_note {
+            println!("{note}");
         }
         if f.as_ref().is_none_or(|f| f.pairs < 10_000)
             || o.as_ref().is_none_or(|o| o.subscribers < 10_000)
@@ -1930,6 +2042,7 @@ impl Report {
                 "presence_handshake": f.presence.json(),
                 "presence_failures": f.presence_failures,
                 "presence_cpu": f.presence_cpu.json(),
+                "floor": f.floor.json(),
             })),
             "hold": self.flood.as_ref().map(|f| json!({
                 "pairs": f.pairs,

@@ -254,6 +254,10 @@ impl Deployment {
         self.servers.iter().map(Server::cpu_time).sum()
     }
 
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(Server::pid).collect()
+    }
+
     pub async fn stop(&mut self) {
         for server in &mut self.servers {
             server.stop().await;
