@@ -50,12 +50,33 @@ impl ClientFrame {
     }
 }
 
+/// The frames that list people, serialized straight from the list: through `json!` each
+/// person became a map of `Value`s first, and a join sends the whole room's list.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PeopleFrame<'a> {
+    PresenceState {
+        users: &'a [Person],
+    },
+    PresenceDiff {
+        joins: &'a [Person],
+        leaves: &'a [Person],
+    },
+}
+
+impl PeopleFrame<'_> {
+    fn to_json(&self) -> String {
+        // Serializing string keys and plain data into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 pub fn presence_state(people: &[Person]) -> String {
-    json!({"type": "presence_state", "users": people}).to_string()
+    PeopleFrame::PresenceState { users: people }.to_json()
 }
 
 pub fn presence_diff(joins: &[Person], leaves: &[Person]) -> String {
-    json!({"type": "presence_diff", "joins": joins, "leaves": leaves}).to_string()
+    PeopleFrame::PresenceDiff { joins, leaves }.to_json()
 }
 
 pub fn typing(person: &Person, typing: bool) -> String {
@@ -151,6 +172,32 @@ mod tests {
         ] {
             assert_eq!(ClientFrame::parse(bad), Err(FrameError::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn people_frames_are_the_documented_json() {
+        let people = [
+            Person {
+                id: UserId(1),
+                name: "Ada \"A\"".into(),
+            },
+            Person {
+                id: UserId(2),
+                name: "Bob".into(),
+            },
+        ];
+        assert_eq!(
+            presence_state(&people),
+            r#"{"type":"presence_state","users":[{"id":1,"name":"Ada \"A\""},{"id":2,"name":"Bob"}]}"#
+        );
+        assert_eq!(
+            presence_diff(&people[1..], &people[..1]),
+            r#"{"type":"presence_diff","joins":[{"id":2,"name":"Bob"}],"leaves":[{"id":1,"name":"Ada \"A\""}]}"#
+        );
+        assert_eq!(
+            presence_state(&[]),
+            r#"{"type":"presence_state","users":[]}"#
+        );
     }
 
     #[test]
