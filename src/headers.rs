@@ -57,7 +57,7 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let origin = req
         .app_data::<web::Data<AppState>>()
-        .map(|state| state.allowed_origins.own_origin(req.request()));
+        .and_then(|state| state.allowed_origins.own_origin(req.request()));
     let mut res = next.call(req).await?;
     let policy = content_security_policy(origin.as_deref().unwrap_or(""));
     if let Ok(value) = HeaderValue::from_str(&policy)

@@ -47,33 +47,33 @@ impl AllowedOrigins {
             return false;
         };
         if self.origins.is_empty() {
-            origin == self.own_origin(req)
+            self.own_origin(req).is_some_and(|own| origin == own)
         } else {
             self.origins.iter().any(|allowed| allowed == origin)
         }
     }
 
-    /// This app's origin as the browser sees it (`http://host:port`).
-    pub fn own_origin(&self, req: &HttpRequest) -> String {
+    /// This app's origin as the browser sees it (`http://host:port`); `None` for a request that
+    /// names no host at all (every browser sends one).
+    pub fn own_origin(&self, req: &HttpRequest) -> Option<String> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
         let from_proxy = req
             .peer_addr()
             .is_some_and(|peer| self.proxies.contains(peer.ip()));
         if from_proxy {
             let info = req.connection_info();
-            return format!("{}://{}", info.scheme(), info.host());
+            return Some(format!("{}://{}", info.scheme(), info.host()));
         }
         let scheme = if req.app_config().secure() {
             "https"
         } else {
             "http"
         };
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or_else(|| req.app_config().host());
-        format!("{scheme}://{host}")
+        Some(format!("{scheme}://{host}"))
     }
 }
 
@@ -156,6 +156,12 @@ mod tests {
         assert!(!allowed.allows(&req(Some("http://evil.example"))));
         assert!(!allowed.allows(&req(Some("http://localhost:3001"))));
         assert!(!allowed.allows(&req(None)));
+
+        let without_host = TestRequest::default()
+            .insert_header((header::ORIGIN, "http://localhost:8080"))
+            .to_http_request();
+        assert_eq!(allowed.own_origin(&without_host), None);
+        assert!(!allowed.allows(&without_host));
     }
 
     #[test]

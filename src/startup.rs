@@ -3,17 +3,21 @@
 
 use std::net::TcpListener;
 
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
 use actix_web::{
-    App, HttpServer,
-    dev::Server,
+    App,
+    dev::{AppConfig, Server, ServiceFactory as _, fn_factory, fn_service},
     middleware::{Compress, DefaultHeaders, from_fn},
     web,
 };
 use anyhow::Context as _;
+use std::rc::Rc;
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
@@ -27,6 +31,7 @@ use crate::{
     pubsub::{Delivery, Envelope, PubSub, Sequencer, Topic},
     session::Sessions,
     store::Store,
+    upgrade,
     views::Views,
     write_lane::WriteLane,
 };
@@ -63,6 +68,8 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The upgraded sockets' connections (see [`upgrade::serve`]).
+    relays: TaskTracker,
     store: Store,
     pubsub: PubSub,
     presence: PresenceHandle,
@@ -138,7 +145,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(sessions.clone())
@@ -154,20 +161,59 @@ impl Application {
                 // Outermost, so that everything inside logs under the request's id.
                 .wrap(from_fn(observability::middleware))
                 .configure(controllers::routes)
-        })
-        .workers(workers)
-        .client_request_timeout(std::time::Duration::from_millis(
-            settings.client_request_timeout_ms,
-        ))
-        // Signals are ours (see `run_until`): sockets must be told to go before the server
-        // waits for connections to finish.
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout_secs)
-        .listen(listener)?
-        .run();
+        };
+        let relays = TaskTracker::new();
+        let builder = actix_server::Server::build();
+        let graceful = builder.graceful_shutdown_signal();
+        let request_timeout = std::time::Duration::from_millis(settings.client_request_timeout_ms);
+        // What `actix_web::HttpServer` assembles, plus an upgrade service: a request that asks
+        // for an upgrade (a WebSocket handshake) runs through the same application, and the
+        // connection is then carried by `upgrade::serve` instead of the HTTP/1 dispatcher.
+        let server = builder
+            .workers(workers)
+            // Signals are ours (see `run_until`): sockets must be told to go before the server
+            // waits for connections to finish.
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_timeout_secs)
+            .listen("tasksync", listener, {
+                let relays = relays.clone();
+                move || {
+                    let graceful = graceful.clone();
+                    let upgrade_app = app.clone();
+                    let relays = relays.clone();
+                    HttpService::build()
+                        .client_request_timeout(request_timeout)
+                        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                        .graceful_shutdown_signal(move || {
+                            let signal = graceful.clone();
+                            async move { signal.notified().await }
+                        })
+                        .upgrade(fn_factory(move || {
+                            let app = upgrade_app();
+                            let relays = relays.clone();
+                            async move {
+                                let app = Rc::new(
+                                    app.into_factory().new_service(AppConfig::default()).await?,
+                                );
+                                Ok::<_, ()>(fn_service(move |(req, framed)| {
+                                    let app = Rc::clone(&app);
+                                    let relays = relays.clone();
+                                    async move { upgrade::serve(&*app, req, framed, &relays).await }
+                                }))
+                            }
+                        }))
+                        .finish(map_config(
+                            app().into_factory().map_err(|err| err.error_response()),
+                            |()| AppConfig::default(),
+                        ))
+                        .tcp()
+                }
+            })?
+            .run();
         Ok(Self {
             port,
             server,
+            relays,
             store,
             pubsub,
             presence,
@@ -200,8 +246,15 @@ impl Application {
         tracing::info!("shutting down");
         self.presence.stop().await;
         let _ = self.shutdown.send(true);
-        // The server future must keep running for the stop to be carried out.
-        let graceful = async { tokio::join!(handle.stop(true), &mut server).1 };
+        // Sockets were just told to go; their connections are not the HTTP server's to wait
+        // for, so their last frames are waited for here, before the workers stop. The server
+        // future must keep running for the stop to be carried out.
+        let relays = self.relays;
+        relays.close();
+        let graceful = async {
+            relays.wait().await;
+            tokio::join!(handle.stop(true), &mut server).1
+        };
         let result = match tokio::time::timeout(self.shutdown_timeout, graceful).await {
             Ok(result) => result,
             Err(_) => {

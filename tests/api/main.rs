@@ -34,3 +34,4 @@ mod startup;
 mod store;
 mod tasks;
 mod three_processes;
+mod upgrade;

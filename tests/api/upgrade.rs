@@ -1,0 +1,205 @@
+//! Connections that ask for an upgrade leave the HTTP/1 dispatcher (src/upgrade.rs): what the
+//! client sends right behind its handshake still reaches the socket, a refused upgrade gets its
+//! answer and a closed connection, and a graceful stop still delivers every socket's
+//! last frames before the process exits.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Message,
+        protocol::{
+            Role,
+            frame::{Frame, coding::Data, coding::OpCode},
+        },
+    },
+};
+
+use crate::{
+    cable_client::{Cable, WAIT, handshake, identifier, signed_stream_in},
+    helpers::{Backend, TestApp, TestDatabase, spawn},
+    processes,
+};
+
+/// `host:port` of the app.
+fn authority(app: &TestApp) -> &str {
+    app.address.trim_start_matches("http://")
+}
+
+/// Reads until the end of a response head; returns the head and whatever came after it.
+async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = read.split_off(end + 4);
+            return (String::from_utf8(read).expect("an ASCII head"), rest);
+        }
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("the response head within the wait")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed before the end of the head: {read:?}"
+        );
+        read.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A client's text frame, masked as a client must mask it.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mut frame = Frame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([0x12, 0x34, 0x56, 0x78]);
+    let mut bytes = Vec::new();
+    frame.format(&mut bytes).expect("frame");
+    bytes
+}
+
+async fn next_json(ws: &mut WebSocketStream<TcpStream>) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).expect("JSON");
+            if value["type"] != "ping" {
+                return value;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_command_sent_in_the_same_packet_as_the_handshake_is_answered() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let id = identifier(&signed_stream_in(
+        &app.get_html(&format!("/rooms/{room}")).await,
+    ));
+    let subscribe = json!({"command": "subscribe", "identifier": id}).to_string();
+    let mut request = format!(
+        "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: actioncable-v1-json\r\nOrigin: {origin}\r\nCookie: {cookie}\r\n\r\n",
+        host = authority(&app),
+        origin = app.address,
+        cookie = app.cookie_header().expect("signed in"),
+    )
+    .into_bytes();
+    request.extend(masked_text(&subscribe));
+
+    let mut stream = TcpStream::connect(authority(&app)).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let (head, rest) = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = WebSocketStream::from_partially_read(stream, rest, Role::Client, None).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"type": "confirm_subscription", "identifier": id})
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_that_is_not_taken_is_answered_and_the_connection_closed() {
+    let app = spawn(Backend::Sqlite).await;
+    for (request, status) in [
+        // A WebSocket handshake from a foreign page is refused before the upgrade.
+        (
+            "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Origin: http://evil.example\r\n\r\n",
+            "HTTP/1.1 403",
+        ),
+        // A handshake to a path that has no socket gets that path's answer.
+        (
+            "GET /up HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "HTTP/1.1 200",
+        ),
+    ] {
+        let mut stream = TcpStream::connect(authority(&app)).await.unwrap();
+        let request = request.replace("{host}", authority(&app));
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .unwrap_or_else(|_| panic!("no close after the answer to {request}"))
+            .unwrap();
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with(status), "{request}\n->\n{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{response}"
+        );
+    }
+    // The server goes on serving.
+    assert!(app.get("/up").await.status().is_success());
+}
+
+#[tokio::test]
+async fn a_graceful_stop_tells_every_socket_why_before_the_process_exits() {
+    let (database, url) = TestDatabase::create(Backend::Sqlite).await;
+    let mut server = processes::start(&[("DATABASE_URL", &url)]).await;
+    let app = TestApp::at(server.address.clone(), Backend::Sqlite, database.into());
+    let room = app.signed_in_room().await;
+    let mut cables = Vec::new();
+    let mut presences = Vec::new();
+    for _ in 0..120 {
+        let mut cable = Cable::connect(&app).await;
+        assert_eq!(cable.next().await["type"], "welcome");
+        cables.push(cable);
+        let (mut presence, _) = handshake(
+            &app,
+            &format!("/rooms/{room}/presence"),
+            Some(&app.address),
+            None,
+        )
+        .await
+        .expect("presence handshake");
+        let first = tokio::time::timeout(WAIT, presence.next()).await.unwrap();
+        assert!(matches!(first, Some(Ok(Message::Text(_)))), "{first:?}");
+        presences.push(presence);
+    }
+
+    let pid = server.child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    for cable in &mut cables {
+        assert_eq!(
+            cable.next().await,
+            json!({"type": "disconnect", "reason": "server_restart", "reconnect": true})
+        );
+    }
+    for presence in &mut presences {
+        let close = loop {
+            match tokio::time::timeout(WAIT, presence.next()).await.unwrap() {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|f| u16::from(f.code)), Some(1012));
+    }
+    let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
+        .await
+        .expect("the process exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
