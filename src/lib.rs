@@ -22,6 +22,5 @@ pub mod socket;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod upgrade;
 pub mod views;
 pub mod write_lane;

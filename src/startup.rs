@@ -30,8 +30,8 @@ use crate::{
     presence::PresenceHandle,
     pubsub::{Delivery, Envelope, PubSub, Sequencer, Topic},
     session::Sessions,
+    socket,
     store::Store,
-    upgrade,
     views::Views,
     write_lane::WriteLane,
 };
@@ -62,14 +62,18 @@ pub struct AppState {
     pub connections: ConnectionLimiter,
     /// Where every change to a room runs (see [`WriteLane`]).
     pub write_lane: WriteLane,
+    /// Every socket's task. Once upgraded, a socket's connection is its task's alone (see
+    /// [`crate::socket::upgrade`]), so the HTTP server does not wait for it when stopping;
+    /// [`Application::run_until`] does, through this.
+    pub sockets: TaskTracker,
 }
 
 /// A built, bound, not yet running server.
 pub struct Application {
     port: u16,
     server: Server,
-    /// The upgraded sockets' connections (see [`upgrade::serve`]).
-    relays: TaskTracker,
+    /// Every socket's task (see [`AppState::sockets`]).
+    sockets: TaskTracker,
     store: Store,
     pubsub: PubSub,
     presence: PresenceHandle,
@@ -89,6 +93,7 @@ impl Application {
         let pubsub = PubSub::start(&settings.pubsub()?, settings.history_window(), inbox).await?;
         let presence = PresenceHandle::start(pubsub.clone(), settings.presence()?);
         let (shutdown, shutting_down) = watch::channel(false);
+        let sockets = TaskTracker::new();
         let sequencer = Sequencer::new(pubsub.clone(), metrics.clone()).await;
         tokio::spawn(route_inbox(
             received,
@@ -128,6 +133,7 @@ impl Application {
                 TrustedProxies::parse(&settings.trusted_proxies)?,
             ),
             write_lane: WriteLane::start().context("cannot start the write lane")?,
+            sockets: sockets.clone(),
         });
         let sessions = web::Data::new(Sessions::new(
             &secret,
@@ -162,58 +168,52 @@ impl Application {
                 .wrap(from_fn(observability::middleware))
                 .configure(controllers::routes)
         };
-        let relays = TaskTracker::new();
         let builder = actix_server::Server::build();
         let graceful = builder.graceful_shutdown_signal();
         let request_timeout = std::time::Duration::from_millis(settings.client_request_timeout_ms);
         // What `actix_web::HttpServer` assembles, plus an upgrade service: a request that asks
-        // for an upgrade (a WebSocket handshake) runs through the same application, and the
-        // connection is then carried by `upgrade::serve` instead of the HTTP/1 dispatcher.
+        // for an upgrade (a WebSocket handshake) runs through the same application, and an
+        // accepted socket's connection then leaves the HTTP/1 dispatcher for the socket's task
+        // (see `socket::upgrade`).
         let server = builder
             .workers(workers)
             // Signals are ours (see `run_until`): sockets must be told to go before the server
             // waits for connections to finish.
             .disable_signals()
             .shutdown_timeout(settings.shutdown_timeout_secs)
-            .listen("tasksync", listener, {
-                let relays = relays.clone();
-                move || {
-                    let graceful = graceful.clone();
-                    let upgrade_app = app.clone();
-                    let relays = relays.clone();
-                    HttpService::build()
-                        .client_request_timeout(request_timeout)
-                        .client_disconnect_timeout(std::time::Duration::from_secs(1))
-                        .graceful_shutdown_signal(move || {
-                            let signal = graceful.clone();
-                            async move { signal.notified().await }
-                        })
-                        .upgrade(fn_factory(move || {
-                            let app = upgrade_app();
-                            let relays = relays.clone();
-                            async move {
-                                let app = Rc::new(
-                                    app.into_factory().new_service(AppConfig::default()).await?,
-                                );
-                                Ok::<_, ()>(fn_service(move |(req, framed)| {
-                                    let app = Rc::clone(&app);
-                                    let relays = relays.clone();
-                                    async move { upgrade::serve(&*app, req, framed, &relays).await }
-                                }))
-                            }
-                        }))
-                        .finish(map_config(
-                            app().into_factory().map_err(|err| err.error_response()),
-                            |()| AppConfig::default(),
-                        ))
-                        .tcp()
-                }
+            .listen("tasksync", listener, move || {
+                let graceful = graceful.clone();
+                let upgrade_app = app.clone();
+                HttpService::build()
+                    .client_request_timeout(request_timeout)
+                    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                    .graceful_shutdown_signal(move || {
+                        let signal = graceful.clone();
+                        async move { signal.notified().await }
+                    })
+                    .upgrade(fn_factory(move || {
+                        let app = upgrade_app();
+                        async move {
+                            let app = Rc::new(
+                                app.into_factory().new_service(AppConfig::default()).await?,
+                            );
+                            Ok::<_, ()>(fn_service(move |(req, framed)| {
+                                let app = Rc::clone(&app);
+                                async move { socket::upgrade::serve(&*app, req, framed).await }
+                            }))
+                        }
+                    }))
+                    .finish(map_config(
+                        app().into_factory().map_err(|err| err.error_response()),
+                        |()| AppConfig::default(),
+                    ))
+                    .tcp()
             })?
             .run();
         Ok(Self {
             port,
             server,
-            relays,
+            sockets,
             store,
             pubsub,
             presence,
@@ -249,10 +249,10 @@ impl Application {
         // Sockets were just told to go; their connections are not the HTTP server's to wait
         // for, so their last frames are waited for here, before the workers stop. The server
         // future must keep running for the stop to be carried out.
-        let relays = self.relays;
-        relays.close();
+        let sockets = self.sockets;
+        sockets.close();
         let graceful = async {
-            relays.wait().await;
+            sockets.wait().await;
             tokio::join!(handle.stop(true), &mut server).1
         };
         let result = match tokio::time::timeout(self.shutdown_timeout, graceful).await {

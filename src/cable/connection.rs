@@ -8,7 +8,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix_ws::{CloseCode, MessageStream, Session};
+use actix_http::ws::CloseCode;
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     models::User,
     pubsub::PubSub,
-    socket::{self, End, Frame},
+    socket::{self, End, Frame, Pending, WebSocket},
 };
 
 /// What every cable socket shares.
@@ -39,25 +39,26 @@ pub struct CableContext {
     pub pubsub: PubSub,
 }
 
-/// Serves one socket until it closes. `user` is who the session cookie says; without one the
-/// client is told it is unauthorized and must not reconnect. `protocol` is what the handshake
-/// chose.
+/// Serves one socket, once its handshake is answered, until it closes. `user` is who the
+/// session cookie says; without one the client is told it is unauthorized and must not
+/// reconnect. `protocol` is what the handshake chose.
 pub async fn serve(
-    mut session: Session,
-    messages: MessageStream,
+    pending: Pending,
     user: Option<User>,
     protocol: Protocol,
     ctx: Arc<CableContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(user) = user else {
-        let _ = session
-            .text(protocol::disconnect(DisconnectReason::Unauthorized))
-            .await;
-        let _ = session.close(Some(CloseCode::Policy.into())).await;
+    let Some(mut socket) = pending.socket().await else {
         return;
     };
-    let mut messages = socket::limited(messages, ctx.config.max_frame_bytes);
+    let Some(user) = user else {
+        let _ = socket
+            .text(protocol::disconnect(DisconnectReason::Unauthorized))
+            .await;
+        socket.close(Some(CloseCode::Policy.into())).await;
+        return;
+    };
     let (outbound, mut queued) = mpsc::channel(ctx.config.outbound_queue);
     let conn = ctx.hub.connect(outbound, protocol).await;
     // The upgrade request's span (see controllers::cable) covers this task's log lines; a span
@@ -77,17 +78,17 @@ pub async fn serve(
         // Only names this connection: sessions are never restored, so it grants nothing.
         Protocol::Extended => protocol::welcome_ext(&format!("{:032x}", rand::random::<u128>())),
     };
-    let end = if session.text(welcome).await.is_err() {
+    let end = if socket.text(welcome).await.is_err() {
         End::Closed
     } else {
         loop {
             tokio::select! {
-                frame = socket::next_frame(&mut messages, &mut session) => match frame {
+                frame = socket::next_frame(&mut socket) => match frame {
                     Ok(Frame::Text(text)) => {
                         // Boxed: a subscribe may read history, and that future would
                         // otherwise make every socket's task as large, for its whole life.
                         let replies = Box::pin(subscriber.command(&text)).await;
-                        if send_all(&mut session, replies).await.is_err() {
+                        if send_all(&mut socket, replies).await.is_err() {
                             break End::Closed;
                         }
                     }
@@ -101,7 +102,7 @@ pub async fn serve(
                         if !subscriber.is_news(&queued) {
                             continue;
                         }
-                        if session.text(queued.frame.clone()).await.is_err() {
+                        if socket.text(queued.frame.clone()).await.is_err() {
                             break End::Closed;
                         }
                         ctx.metrics.delivery_seconds.observe(queued.published.elapsed().as_secs_f64());
@@ -110,7 +111,7 @@ pub async fn serve(
                 },
                 _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 _ = ping.tick() => {
-                    if session.text(protocol::ping(unix_seconds())).await.is_err() {
+                    if socket.text(protocol::ping(unix_seconds())).await.is_err() {
                         break End::Closed;
                     }
                 }
@@ -127,14 +128,14 @@ pub async fn serve(
         End::Closed | End::Protocol(_) | End::IdleTimeout => None,
     };
     if let Some(reason) = reason {
-        let _ = session.text(protocol::disconnect(reason)).await;
+        let _ = socket.text(protocol::disconnect(reason)).await;
     }
-    socket::close(session, &end).await;
+    socket::close(socket, &end).await;
 }
 
-async fn send_all(session: &mut Session, frames: Vec<String>) -> Result<(), actix_ws::Closed> {
+async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> Result<(), socket::Closed> {
     for frame in frames {
-        session.text(frame).await?;
+        socket.text(frame).await?;
     }
     Ok(())
 }

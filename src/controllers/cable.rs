@@ -5,6 +5,7 @@ use crate::{
     cable::{connection, protocol},
     error::AppError,
     session::Sessions,
+    socket,
     startup::AppState,
 };
 
@@ -12,25 +13,23 @@ use crate::{
 /// who the client is comes from the session cookie.
 pub async fn connect(
     req: HttpRequest,
-    body: web::Payload,
     state: web::Data<AppState>,
     sessions: web::Data<Sessions>,
 ) -> Result<HttpResponse, AppError> {
     let permit = admit_socket(&req, &state)?;
     let user = sessions.user(&req);
     let protocol = protocol::Protocol::offered(req.headers());
-    let (response, session, messages) =
-        actix_ws::handle_with_protocols(&req, body, &[protocol.name()])
+    let (response, pending) =
+        socket::accept(&req, &[protocol.name()], state.cable.config.max_frame_bytes)
             .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
     let span = tracing::info_span!("socket", kind = "cable");
     let serve = connection::serve(
-        session,
-        messages,
+        pending,
         user,
         protocol,
         state.cable.clone(),
         state.shutdown.clone(),
     );
-    spawn_socket(permit, span, serve);
+    spawn_socket(&state, permit, span, serve);
     Ok(response)
 }

@@ -141,8 +141,10 @@ fn admit_socket(
 }
 
 /// Runs a socket's task in `span` (created inside the upgrade request's span, so the socket's
-/// log lines carry its request id), holding `permit` until the task ends, however it ends.
+/// log lines carry its request id), holding `permit` until the task ends, however it ends;
+/// tracked in `state.sockets`, so that a graceful stop waits for it.
 fn spawn_socket(
+    state: &crate::startup::AppState,
     permit: limits::ConnectionPermit,
     span: tracing::Span,
     serve: impl std::future::Future<Output = ()> + 'static,
@@ -152,10 +154,12 @@ fn spawn_socket(
     // twice (the capture and the await), and this task lives as long as its socket.
     let serve = Box::pin(serve);
     actix_web::rt::spawn(
-        async move {
-            let _permit = permit;
-            serve.await;
-        }
-        .instrument(span),
+        state.sockets.track_future(
+            async move {
+                let _permit = permit;
+                serve.await;
+            }
+            .instrument(span),
+        ),
     );
 }

@@ -1,13 +1,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{admit_socket, rooms::room_id, spawn_socket};
-use crate::{error::AppError, presence::connection, session::Sessions, startup::AppState};
+use crate::{error::AppError, presence::connection, session::Sessions, socket, startup::AppState};
 
 /// `GET /rooms/{room_id}/presence`: the presence WebSocket. A foreign Origin (403) or an
 /// unknown room (404) is refused before the upgrade.
 pub async fn connect(
     req: HttpRequest,
-    body: web::Payload,
     path: web::Path<String>,
     state: web::Data<AppState>,
     sessions: web::Data<Sessions>,
@@ -15,17 +14,16 @@ pub async fn connect(
     let permit = admit_socket(&req, &state)?;
     let room = state.store.find_room(room_id(&path)?).await?;
     let user = sessions.user(&req);
-    let (response, session, messages) = actix_ws::handle(&req, body)
+    let (response, pending) = socket::accept(&req, &[], state.presence.config.max_frame_bytes)
         .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
     let span = tracing::info_span!("socket", kind = "presence", room = %room.id);
     let serve = connection::serve(
-        session,
-        messages,
+        pending,
         user,
         room.id,
         state.presence.clone(),
         state.shutdown.clone(),
     );
-    spawn_socket(permit, span, serve);
+    spawn_socket(&state, permit, span, serve);
     Ok(response)
 }

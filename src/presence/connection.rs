@@ -2,48 +2,50 @@
 //! (diffs, typing), relays the client's typing frames, answers bad frames with an error frame,
 //! pings the client and closes it when it goes quiet, and always leaves the room when it ends.
 
-use actix_ws::{CloseCode, MessageStream, Session};
+use actix_http::ws::CloseCode;
 use tokio::sync::{mpsc, watch};
 
 use super::{PresenceHandle, protocol, protocol::ClientFrame, state::Person};
 use crate::{
     models::{RoomId, User},
-    socket::{self, End, Frame},
+    socket::{self, End, Frame, Pending},
 };
 
-/// Serves one presence socket in `room` until it closes. Without a signed-in `user` the client
-/// gets an `unauthorized` error and a policy close (1008), which its reconnect logic honours.
+/// Serves one presence socket in `room`, once its handshake is answered, until it closes.
+/// Without a signed-in `user` the client gets an `unauthorized` error and a policy close
+/// (1008), which its reconnect logic honours.
 pub async fn serve(
-    mut session: Session,
-    messages: MessageStream,
+    pending: Pending,
     user: Option<User>,
     room: RoomId,
     presence: PresenceHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(user) = user else {
-        let _ = session.text(protocol::error("unauthorized")).await;
-        let _ = session.close(Some(CloseCode::Policy.into())).await;
+    let Some(mut socket) = pending.socket().await else {
         return;
     };
-    let mut messages = socket::limited(messages, presence.config.max_frame_bytes);
+    let Some(user) = user else {
+        let _ = socket.text(protocol::error("unauthorized")).await;
+        socket.close(Some(CloseCode::Policy.into())).await;
+        return;
+    };
     let (outbound, mut queued) = mpsc::channel(presence.config.outbound_queue);
     let person = Person {
         id: user.id,
         name: user.name.as_str().to_owned(),
     };
     let Some((conn, state)) = presence.open(room, person, outbound).await else {
-        let _ = session.close(Some(CloseCode::Restart.into())).await;
+        socket.close(Some(CloseCode::Restart.into())).await;
         return;
     };
     let mut keepalive =
         socket::Keepalive::new(presence.config.ping_interval, presence.config.idle_timeout);
-    let end = if session.text(state).await.is_err() {
+    let end = if socket.text(state).await.is_err() {
         End::Closed
     } else {
         loop {
             tokio::select! {
-                frame = socket::next_frame_alive(&mut messages, &mut session, &mut keepalive) => {
+                frame = socket::next_frame_alive(&mut socket, &mut keepalive) => {
                     let reply = match frame {
                         Ok(Frame::Text(text)) => match ClientFrame::parse(&text) {
                             Ok(ClientFrame::Typing(typing)) => {
@@ -56,7 +58,7 @@ pub async fn serve(
                         Err(end) => break end,
                     };
                     if let Some(reply) = reply
-                        && session.text(reply).await.is_err()
+                        && socket.text(reply).await.is_err()
                     {
                         break End::Closed;
                     }
@@ -64,7 +66,7 @@ pub async fn serve(
                 _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 frame = queued.recv() => match frame {
                     Some(frame) => {
-                        if let Err(end) = keepalive.send(&mut session, frame).await {
+                        if let Err(end) = keepalive.send(&mut socket, frame).await {
                             break end;
                         }
                     }
@@ -74,5 +76,5 @@ pub async fn serve(
         }
     };
     presence.close(conn).await;
-    socket::close(session, &end).await;
+    socket::close(socket, &end).await;
 }

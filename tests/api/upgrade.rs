@@ -1,4 +1,4 @@
-//! Connections that ask for an upgrade leave the HTTP/1 dispatcher (src/upgrade.rs): what the
+//! Connections that ask for an upgrade leave the HTTP/1 dispatcher (src/socket/upgrade.rs): what the
 //! client sends right behind its handshake still reaches the socket, a refused upgrade gets its
 //! answer and a closed connection, and a graceful stop still delivers every socket's
 //! last frames before the process exits.

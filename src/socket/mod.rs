@@ -1,23 +1,21 @@
-//! What the two WebSocket servers (the cable and presence) share: the incoming frame limit,
-//! answering pings, server-side pings with an idle timeout, and how a socket's loop ends and what
-//! close frame that ending sends.
+//! What the two WebSocket servers (the cable and presence) share: the connection itself
+//! ([`upgrade`] hands it over after the handshake, [`websocket`] frames it), answering pings,
+//! server-side pings with an idle timeout, and how a socket's loop ends and what close frame
+//! that ending sends.
+
+pub mod upgrade;
+pub mod websocket;
 
 use std::time::Duration;
 
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Closed, MessageStream,
-    ProtocolError, Session,
-};
+use actix_http::ws::{CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-/// Caps incoming frames, continuations included, at `max_bytes`.
-pub fn limited(messages: MessageStream, max_bytes: usize) -> AggregatedMessageStream {
-    messages
-        .max_frame_size(max_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(max_bytes)
-}
+pub use self::{
+    upgrade::{Pending, accept},
+    websocket::{Closed, Incoming, WebSocket},
+};
 
 /// A frame the socket's own protocol has to handle.
 pub enum Frame {
@@ -67,28 +65,27 @@ impl End {
 /// What one incoming message means: a frame for the caller, the end of the socket, or `None`
 /// (a ping, answered here, or a pong) to read on.
 async fn take(
-    message: Option<Result<AggregatedMessage, ProtocolError>>,
-    session: &mut Session,
+    message: Option<Result<Incoming, ProtocolError>>,
+    socket: &mut WebSocket,
 ) -> Option<Result<Frame, End>> {
     match message {
-        Some(Ok(AggregatedMessage::Text(text))) => Some(Ok(Frame::Text(text))),
-        Some(Ok(AggregatedMessage::Binary(_))) => Some(Ok(Frame::Binary)),
-        Some(Ok(AggregatedMessage::Ping(bytes))) => {
-            session.pong(&bytes).await.err().map(|_| Err(End::Closed))
+        Some(Ok(Incoming::Text(text))) => Some(Ok(Frame::Text(text))),
+        Some(Ok(Incoming::Binary(_))) => Some(Ok(Frame::Binary)),
+        Some(Ok(Incoming::Ping(bytes))) => {
+            socket.pong(&bytes).await.err().map(|_| Err(End::Closed))
         }
-        Some(Ok(AggregatedMessage::Pong(_))) => None,
-        Some(Ok(AggregatedMessage::Close(_))) | None => Some(Err(End::Closed)),
+        Some(Ok(Incoming::Pong(_))) => None,
+        Some(Ok(Incoming::Close(_))) | None => Some(Err(End::Closed)),
         Some(Err(err)) => Some(Err(End::Protocol(err))),
     }
 }
 
 /// The next text or binary frame, answering pings on the way; `Err` once the socket is done.
-pub async fn next_frame(
-    messages: &mut AggregatedMessageStream,
-    session: &mut Session,
-) -> Result<Frame, End> {
+/// Cancel-safe (see [`WebSocket::recv`]): a pong cut short is finished by the next write.
+pub async fn next_frame(socket: &mut WebSocket) -> Result<Frame, End> {
     loop {
-        if let Some(frame) = take(messages.recv().await, session).await {
+        let message = socket.recv().await;
+        if let Some(frame) = take(message, socket).await {
             return frame;
         }
     }
@@ -129,8 +126,8 @@ impl Keepalive {
     /// Sends `text`; a write still blocked at the idle deadline ends the socket as idle. A peer
     /// that reads nothing eventually fills the connection's buffers, and a loop waiting on such
     /// a write would otherwise never look at the deadline.
-    pub async fn send(&self, session: &mut Session, text: ByteString) -> Result<(), End> {
-        write_by(self.idle_deadline(), session.text(text)).await
+    pub async fn send(&self, socket: &mut WebSocket, text: ByteString) -> Result<(), End> {
+        write_by(self.idle_deadline(), socket.text(text)).await
     }
 }
 
@@ -170,8 +167,7 @@ async fn idle(deadline: Option<Instant>) {
 /// (a frame, a ping, a pong) counts as a sign of life. Safe to drop at any await, as in a
 /// `select!`: the clocks live in `keepalive`.
 pub async fn next_frame_alive(
-    messages: &mut AggregatedMessageStream,
-    session: &mut Session,
+    socket: &mut WebSocket,
     keepalive: &mut Keepalive,
 ) -> Result<Frame, End> {
     loop {
@@ -179,14 +175,14 @@ pub async fn next_frame_alive(
         tokio::select! {
             // A message waiting since before the deadline is still a sign of life.
             biased;
-            message = messages.recv() => {
+            message = socket.recv() => {
                 keepalive.last_heard = Instant::now();
-                if let Some(frame) = take(message, session).await {
+                if let Some(frame) = take(message, socket).await {
                     return frame;
                 }
             }
             () = next_ping(&mut keepalive.ping) => {
-                write_by(deadline, session.ping(b"")).await?;
+                write_by(deadline, socket.ping(b"")).await?;
             }
             () = idle(deadline) => return Err(End::IdleTimeout),
         }
@@ -194,14 +190,14 @@ pub async fn next_frame_alive(
 }
 
 /// Sends the close frame for `end` and lets the socket go.
-pub async fn close(session: Session, end: &End) {
+pub async fn close(socket: WebSocket, end: &End) {
     if let End::Protocol(err) = end {
         tracing::info!(error = %err, "closing a socket that broke the protocol");
     }
     if let End::IdleTimeout = end {
         tracing::debug!("closing a socket that went quiet");
     }
-    let _ = session.close(end.close_reason()).await;
+    socket.close(end.close_reason()).await;
 }
 
 #[cfg(test)]

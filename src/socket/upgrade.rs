@@ -1,0 +1,153 @@
+//! Connections whose request asks for an upgrade, as actix-http tells them apart
+//! (`Upgrade: websocket`, or `CONNECT`): every WebSocket handshake, for the cable and presence.
+//!
+//! actix-http's HTTP/1 dispatcher would otherwise carry each socket for its whole life, with an
+//! 8 KiB read and an 8 KiB write buffer and a few KiB of its own state, however quiet the socket
+//! is: most of what a held socket cost. Here the request still goes through the whole
+//! application (middleware, routing, the handlers' Origin, admission and session checks); a
+//! handler that takes the socket answers with [`accept`], and once that `101` is written the
+//! connection itself goes to the socket's task as a [`WebSocket`]. Nothing of the HTTP side is
+//! left holding it.
+
+use actix_codec::{Encoder as _, Framed, FramedParts};
+use actix_http::{
+    ConnectionType, Request, Response, StatusCode,
+    body::{BoxBody, MessageBody},
+    h1,
+    ws::HandshakeError,
+};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    dev::{Service, ServiceResponse},
+    http::header,
+};
+use bytes::BytesMut;
+use tokio::{io::AsyncWriteExt as _, net::TcpStream, sync::oneshot};
+
+use super::websocket::WebSocket;
+
+/// Answers a WebSocket handshake: the `101` response, naming the first of the client's offered
+/// subprotocols that is in `protocols` (none if none is), and the socket that connection
+/// becomes once the response is written. Messages on it are limited to `max_bytes`.
+pub fn accept(
+    req: &HttpRequest,
+    protocols: &[&str],
+    max_bytes: usize,
+) -> Result<(HttpResponse, Pending), HandshakeError> {
+    let mut response = actix_http::ws::handshake(req.head())?;
+    if let Some(protocol) = chosen_protocol(req, protocols) {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    let mut response = HttpResponse::from(response.finish().map_into_boxed_body());
+    let (handoff, pending) = oneshot::channel();
+    response.extensions_mut().insert(Handoff {
+        socket: handoff,
+        max_bytes,
+    });
+    Ok((response, Pending(pending)))
+}
+
+fn chosen_protocol<'a>(req: &HttpRequest, protocols: &[&'a str]) -> Option<&'a str> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|offered| offered.split(',').map(str::trim))
+        .find_map(|offered| protocols.iter().find(|ours| **ours == offered).copied())
+}
+
+/// Where the connection goes once the `101` is written; carried in the response's extensions.
+struct Handoff {
+    socket: oneshot::Sender<WebSocket>,
+    max_bytes: usize,
+}
+
+/// The socket a handshake answered with [`accept`] becomes.
+pub struct Pending(oneshot::Receiver<WebSocket>);
+
+impl Pending {
+    /// The socket, once its `101` is written; `None` if the connection was lost before.
+    pub async fn socket(self) -> Option<WebSocket> {
+        self.0.await.ok()
+    }
+}
+
+/// Serves one connection whose request asked for an upgrade: runs the request through `app`,
+/// writes the answer and, when a handler accepted the socket (see [`accept`]), hands the
+/// connection to the socket's task and returns, freeing the HTTP/1 dispatcher that called it.
+/// Any other answer (a refused handshake, or a path that takes no socket) is written with
+/// `Connection: close`.
+///
+/// Never fails: a client that goes away is the normal end of a connection.
+pub async fn serve<S, B>(
+    app: &S,
+    req: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let FramedParts {
+        mut io,
+        mut codec,
+        read_buf,
+        ..
+    } = framed.into_parts();
+    let mut response = match app.call(req).await {
+        Ok(response) => Response::from(response).map_into_boxed_body(),
+        Err(err) => Response::from(err),
+    };
+    let handoff = response.extensions_mut().remove::<Handoff>();
+    let written = match handoff {
+        Some(handoff) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            match write_head(&mut io, &mut codec, response).await {
+                Ok(()) => {
+                    let socket = WebSocket::new(io, read_buf, handoff.max_bytes);
+                    // A socket task that is already gone drops the connection with it.
+                    let _ = handoff.socket.send(socket);
+                    return Ok(());
+                }
+                Err(err) => Err(err),
+            }
+        }
+        _ => answer(&mut io, &mut codec, response).await,
+    };
+    if let Err(err) = written {
+        tracing::debug!(error = %err, "upgrade request ended with an error");
+    }
+    let _ = io.shutdown().await;
+    Ok(())
+}
+
+/// Writes the head of a `101`, which has no body.
+async fn write_head(
+    io: &mut TcpStream,
+    codec: &mut h1::Codec,
+    response: Response<BoxBody>,
+) -> std::io::Result<()> {
+    let (head, body) = response.into_parts();
+    let mut out = BytesMut::new();
+    codec.encode(h1::Message::Item((head, body.size())), &mut out)?;
+    io.write_all(&out).await
+}
+
+/// Writes a response that did not upgrade, whole, for a connection that closes after it.
+async fn answer(
+    io: &mut TcpStream,
+    codec: &mut h1::Codec,
+    mut response: Response<BoxBody>,
+) -> std::io::Result<()> {
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    let (head, body) = response.into_parts();
+    let size = body.size();
+    let bytes = actix_http::body::to_bytes(body)
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))?;
+    let mut out = BytesMut::new();
+    codec.encode(h1::Message::Item((head, size)), &mut out)?;
+    codec.encode(h1::Message::Chunk(Some(bytes)), &mut out)?;
+    codec.encode(h1::Message::Chunk(None), &mut out)?;
+    io.write_all(&out).await
+}
