@@ -64,6 +64,16 @@ impl TaskFragments {
             cache.bytes -= old.len();
         }
     }
+
+    /// Drops deleted tasks' markup: no page shows them again.
+    fn forget(&self, ids: &[TaskId]) {
+        let mut cache = self.lock();
+        for id in ids {
+            if let Some((_, html)) = cache.entries.remove(id) {
+                cache.bytes -= html.len();
+            }
+        }
+    }
 }
 
 /// The room page's task list for a viewer whose CSRF token is `csrf`: each task from the cache
@@ -203,6 +213,7 @@ pub fn removed(
     ids: &[TaskId],
     room_counts: &RoomCounts,
 ) -> Result<TurboStream, AppError> {
+    views.task_fragments.forget(ids);
     let stream = ids
         .iter()
         .fold(TurboStream::new(), |stream, id| stream.remove(&dom_id(*id)));
@@ -373,6 +384,22 @@ mod tests {
         assert!(edited.contains("value=\"typed\""), "{edited}");
         assert!(task_html(&page, "task_43").contains("Other"));
         assert_eq!(page.matches("value=\"tok\"").count(), 6, "{page}");
+    }
+
+    #[test]
+    fn a_removed_task_leaves_the_cache() {
+        let views = Views::new().unwrap();
+        let task = |id| Task {
+            id: TaskId(id),
+            ..hostile_task()
+        };
+        page_tasks(&views, &[task(1), task(2)], None, "t").unwrap();
+        let both = views.task_fragments.lock().bytes;
+        removed(&views, RoomId(1), &[TaskId(1)], &RoomCounts::default()).unwrap();
+        let cache = views.task_fragments.lock();
+        assert!(!cache.entries.contains_key(&TaskId(1)));
+        assert!(cache.entries.contains_key(&TaskId(2)));
+        assert_eq!(cache.bytes, both / 2);
     }
 
     #[test]
