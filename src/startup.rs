@@ -7,12 +7,11 @@ use actix_http::HttpService;
 use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
 use actix_web::{
     App,
-    dev::{AppConfig, Server, ServiceFactory as _, fn_factory, fn_service},
+    dev::{AppConfig, Server},
     middleware::{Compress, DefaultHeaders, from_fn},
     web,
 };
 use anyhow::Context as _;
-use std::rc::Rc;
 
 use std::sync::Arc;
 
@@ -183,7 +182,6 @@ impl Application {
             .shutdown_timeout(settings.shutdown_timeout_secs)
             .listen("tasksync", listener, move || {
                 let graceful = graceful.clone();
-                let upgrade_app = app.clone();
                 HttpService::build()
                     .client_request_timeout(request_timeout)
                     .client_disconnect_timeout(std::time::Duration::from_secs(1))
@@ -191,18 +189,7 @@ impl Application {
                         let signal = graceful.clone();
                         async move { signal.notified().await }
                     })
-                    .upgrade(fn_factory(move || {
-                        let app = upgrade_app();
-                        async move {
-                            let app = Rc::new(
-                                app.into_factory().new_service(AppConfig::default()).await?,
-                            );
-                            Ok::<_, ()>(fn_service(move |(req, framed)| {
-                                let app = Rc::clone(&app);
-                                async move { socket::upgrade::serve(&*app, req, framed).await }
-                            }))
-                        }
-                    }))
+                    .upgrade(socket::upgrade::service(app.clone()))
                     .finish(map_config(
                         app().into_factory().map_err(|err| err.error_response()),
                         |()| AppConfig::default(),

@@ -9,6 +9,8 @@
 //! connection itself goes to the socket's task as a [`WebSocket`]. Nothing of the HTTP side is
 //! left holding it.
 
+use std::rc::Rc;
+
 use actix_codec::{Encoder as _, Framed, FramedParts};
 use actix_http::{
     ConnectionType, Request, Response, StatusCode,
@@ -16,9 +18,12 @@ use actix_http::{
     h1,
     ws::HandshakeError,
 };
+use actix_service::IntoServiceFactory as _;
 use actix_web::{
-    HttpRequest, HttpResponse,
-    dev::{Service, ServiceResponse},
+    App, Error, HttpRequest, HttpResponse,
+    dev::{
+        AppConfig, Service, ServiceFactory, ServiceRequest, ServiceResponse, fn_factory, fn_service,
+    },
     http::header,
 };
 use bytes::BytesMut;
@@ -71,6 +76,39 @@ impl Pending {
     }
 }
 
+/// The upgrade service for actix-http's `HttpService::upgrade`: an instance of the application
+/// built by `app` (the same one the HTTP side serves) and [`serve`] around it.
+pub fn service<T, B>(
+    app: impl Fn() -> App<T> + 'static,
+) -> impl ServiceFactory<
+    (Request, Framed<TcpStream, h1::Codec>),
+    Config = (),
+    Response = (),
+    Error = Error,
+    InitError = (),
+>
+where
+    T: ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    fn_factory(move || {
+        let app = app().into_factory();
+        async move {
+            let app = Rc::new(app.new_service(AppConfig::default()).await?);
+            Ok(fn_service(move |(req, framed)| {
+                let app = Rc::clone(&app);
+                async move { serve(&*app, req, framed).await }
+            }))
+        }
+    })
+}
+
 /// Serves one connection whose request asked for an upgrade: runs the request through `app`,
 /// writes the answer and, when a handler accepted the socket (see [`accept`]), hands the
 /// connection to the socket's task and returns, freeing the HTTP/1 dispatcher that called it.
@@ -82,9 +120,9 @@ pub async fn serve<S, B>(
     app: &S,
     req: Request,
     framed: Framed<TcpStream, h1::Codec>,
-) -> Result<(), actix_web::Error>
+) -> Result<(), Error>
 where
-    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: Service<Request, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
 {
     let FramedParts {
