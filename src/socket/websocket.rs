@@ -44,6 +44,17 @@ struct Fragments {
     data: BytesMut,
 }
 
+impl Fragments {
+    /// Adds a fragment, keeping the whole message within `max_bytes`.
+    fn push(&mut self, data: &[u8], max_bytes: usize) -> Result<(), ProtocolError> {
+        if self.data.len() + data.len() > max_bytes {
+            return Err(ProtocolError::Overflow);
+        }
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+}
+
 pub struct WebSocket {
     io: TcpStream,
     codec: ws::Codec,
@@ -128,16 +139,20 @@ impl WebSocket {
             ws::Frame::Continuation(Item::FirstText(data)) => return self.first(true, &data),
             ws::Frame::Continuation(Item::FirstBinary(data)) => return self.first(false, &data),
             ws::Frame::Continuation(Item::Continue(data)) => {
-                self.extend(&data)?;
+                self.partial
+                    .as_mut()
+                    .ok_or(ProtocolError::ContinuationNotStarted)?
+                    .push(&data, self.max_bytes)?;
                 return Ok(None);
             }
             ws::Frame::Continuation(Item::Last(data)) => {
-                self.extend(&data)?;
-                let Some(Fragments { text, data }) = self.partial.take() else {
-                    return Err(ProtocolError::ContinuationNotStarted);
-                };
-                let data = data.freeze();
-                if text {
+                let mut fragments = self
+                    .partial
+                    .take()
+                    .ok_or(ProtocolError::ContinuationNotStarted)?;
+                fragments.push(&data, self.max_bytes)?;
+                let data = fragments.data.freeze();
+                if fragments.text {
                     Incoming::Text(utf8(data)?)
                 } else {
                     Incoming::Binary(data)
@@ -158,23 +173,13 @@ impl WebSocket {
 
     fn first(&mut self, text: bool, data: &[u8]) -> Result<Option<Incoming>, ProtocolError> {
         self.unfragmented()?;
-        self.partial = Some(Fragments {
+        let mut fragments = Fragments {
             text,
             data: BytesMut::new(),
-        });
-        self.extend(data)?;
-        Ok(None)
-    }
-
-    fn extend(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
-        let Some(partial) = &mut self.partial else {
-            return Err(ProtocolError::ContinuationNotStarted);
         };
-        if partial.data.len() + data.len() > self.max_bytes {
-            return Err(ProtocolError::Overflow);
-        }
-        partial.data.extend_from_slice(data);
-        Ok(())
+        fragments.push(data, self.max_bytes)?;
+        self.partial = Some(fragments);
+        Ok(None)
     }
 
     pub async fn text(&mut self, text: impl Into<ByteString>) -> Result<(), Closed> {

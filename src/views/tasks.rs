@@ -386,14 +386,18 @@ mod tests {
         assert_eq!(page.matches("value=\"tok\"").count(), 6, "{page}");
     }
 
+    /// A task with the given id and everything else as in [`hostile_task`].
+    fn task_numbered(id: i64) -> Task {
+        Task {
+            id: TaskId(id),
+            ..hostile_task()
+        }
+    }
+
     #[test]
     fn a_removed_task_leaves_the_cache() {
         let views = Views::new().unwrap();
-        let task = |id| Task {
-            id: TaskId(id),
-            ..hostile_task()
-        };
-        page_tasks(&views, &[task(1), task(2)], None, "t").unwrap();
+        page_tasks(&views, &[task_numbered(1), task_numbered(2)], None, "t").unwrap();
         let both = views.task_fragments.lock().bytes;
         removed(&views, RoomId(1), &[TaskId(1)], &RoomCounts::default()).unwrap();
         let cache = views.task_fragments.lock();
@@ -405,14 +409,12 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_budget() {
         let views = Views::new().unwrap();
-        let task = |id| Task {
-            id: TaskId(id),
-            ..hostile_task()
-        };
-        let size = task_with_token_slot(&views, &task(1)).unwrap().len();
+        let size = task_with_token_slot(&views, &task_numbered(1))
+            .unwrap()
+            .len();
         let fits = MAX_CACHED_BYTES / size;
         for id in 0..(fits as i64 * 3) {
-            page_tasks(&views, &[task(id)], None, "t").unwrap();
+            page_tasks(&views, &[task_numbered(id)], None, "t").unwrap();
             let cache = views.task_fragments.lock();
             assert!(cache.bytes <= MAX_CACHED_BYTES);
             assert_eq!(
@@ -428,7 +430,7 @@ mod tests {
         let before = views.task_fragments.lock().bytes;
         let edited = Task {
             title: "x".into(),
-            ..task(0)
+            ..task_numbered(0)
         };
         page_tasks(&views, std::slice::from_ref(&edited), None, "t").unwrap();
         page_tasks(&views, &[edited], None, "t").unwrap();

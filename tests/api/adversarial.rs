@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::{
     cable_client::{
-        ACTIONCABLE_PROTOCOLS, Cable, Socket, WAIT, handshake, identifier, signed_stream_in,
+        ACTIONCABLE_PROTOCOLS, Cable, Socket, WAIT, handshake, identifier, presence,
+        signed_stream_in,
     },
     helpers::{Backend, TURBO_ACCEPT, TestApp, spawn, spawn_with},
 };
@@ -543,18 +544,6 @@ async fn a_reconnect_storm_on_both_sockets_leaves_no_connection_behind() {
 }
 
 // ---- presence --------------------------------------------------------------------------------
-
-async fn presence(app: &TestApp, room: i64) -> Socket {
-    handshake(
-        app,
-        &format!("/rooms/{room}/presence"),
-        Some(&app.address),
-        None,
-    )
-    .await
-    .expect("presence handshake")
-    .0
-}
 
 async fn next_json(ws: &mut Socket) -> Value {
     loop {

@@ -52,6 +52,19 @@ pub async fn handshake(
     tokio_tungstenite::connect_async(request).await
 }
 
+/// A presence socket in `room`, opened as the room's page would.
+pub async fn presence(app: &TestApp, room: i64) -> Socket {
+    handshake(
+        app,
+        &format!("/rooms/{room}/presence"),
+        Some(&app.address),
+        None,
+    )
+    .await
+    .expect("presence handshake")
+    .0
+}
+
 impl Cable {
     /// Connects to `/cable` as a browser on the app's own page would.
     pub async fn connect(app: &TestApp) -> Cable {

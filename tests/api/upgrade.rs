@@ -23,7 +23,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    cable_client::{Cable, WAIT, handshake, identifier, signed_stream_in},
+    cable_client::{Cable, WAIT, identifier, presence, signed_stream_in},
     helpers::{Backend, TestApp, TestDatabase, spawn},
     processes,
 };
@@ -161,14 +161,7 @@ async fn a_graceful_stop_tells_every_socket_why_before_the_process_exits() {
         let mut cable = Cable::connect(&app).await;
         assert_eq!(cable.next().await["type"], "welcome");
         cables.push(cable);
-        let (mut presence, _) = handshake(
-            &app,
-            &format!("/rooms/{room}/presence"),
-            Some(&app.address),
-            None,
-        )
-        .await
-        .expect("presence handshake");
+        let mut presence = presence(&app, room).await;
         let first = tokio::time::timeout(WAIT, presence.next()).await.unwrap();
         assert!(matches!(first, Some(Ok(Message::Text(_)))), "{first:?}");
         presences.push(presence);
