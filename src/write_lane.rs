@@ -8,6 +8,9 @@
 //! under load the lock is held mostly by waiting, and every other change waits too. On the
 //! lane nothing else competes, so a change holds its lock for about as long as the database
 //! takes. Handlers hand the lane the whole change and await its result.
+//!
+//! On SQLite the lane's thread also runs the statements themselves (`store::sqlite_writer`):
+//! they block it while they run, which is what the lane is for; only changes wait behind them.
 
 use std::{
     future::Future,

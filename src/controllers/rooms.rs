@@ -65,7 +65,13 @@ pub async fn create(
             });
         }
     };
-    let room = state.store.create_room(&name).await?;
+    let room = state
+        .write_lane
+        .run({
+            let state = state.clone();
+            async move { Ok(state.store.create_room(&name).await?) }
+        })
+        .await?;
     Ok(see_other(&format!("/rooms/{}", room.id)))
 }
 

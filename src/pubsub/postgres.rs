@@ -365,9 +365,7 @@ impl PostgresPubSub {
     ) -> Result<(), StoreError> {
         let limit = i64::try_from(self.inner.window.limit).unwrap_or(i64::MAX);
         let conn = change.postgres().ok_or_else(|| {
-            StoreError::Database(sqlx::Error::Configuration(
-                "the PostgreSQL adapter needs the PostgreSQL store".into(),
-            ))
+            StoreError::Database("the PostgreSQL adapter needs the PostgreSQL store".into())
         })?;
         let offset: i64 = sqlx::query_scalar(APPEND)
             .bind(&*envelope.stream)

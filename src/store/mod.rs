@@ -1,16 +1,20 @@
 //! The only code that speaks SQL. One `Store` fronts either SQLite (the embedded default) or
 //! PostgreSQL; each statement is written once and runs on both, because the schema keeps to the
 //! SQL the two share (`$n` parameters, `RETURNING`, aggregate `FILTER`). The backend is picked
-//! once, from the database URL, when the app starts.
+//! once, from the database URL, when the app starts. On SQLite, changes run through rusqlite on
+//! the write lane's thread ([`sqlite_writer`]); everything else runs through sqlx.
+
+mod sqlite_writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    PgConnection, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    PgConnection, PgPool, Postgres, SqlitePool, Transaction,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+use self::sqlite_writer::{SqliteTx, SqliteWriter};
 use crate::models::{
     DisplayName, NewTask, Room, RoomCounts, RoomId, RoomName, RoomSummary, Task, TaskChanges,
     TaskId,
@@ -18,6 +22,9 @@ use crate::models::{
 
 /// The rooms index shows at most this many rooms, newest first.
 const ROOMS_LISTED: i64 = 500;
+
+/// How long a SQLite connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a store call can fail with, beyond infrastructure trouble.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +35,13 @@ pub enum StoreError {
     RoomFull(i64),
     /// The database cannot be reached right now; worth retrying later.
     #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     #[error("database error")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] BoxError),
 }
+
+/// The driver's error behind a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
@@ -39,7 +49,7 @@ impl From<sqlx::Error> for StoreError {
         match &err {
             E::RowNotFound => StoreError::NotFound,
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StoreError::Unavailable(err)
+                StoreError::Unavailable(err.into())
             }
             // PostgreSQL's connection-exception (08) and operator-intervention (57) classes:
             // the server went away or is shutting down.
@@ -48,9 +58,9 @@ impl From<sqlx::Error> for StoreError {
                     .code()
                     .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
             {
-                StoreError::Unavailable(err)
+                StoreError::Unavailable(err.into())
             }
-            _ => StoreError::Database(err),
+            _ => StoreError::Database(err.into()),
         }
     }
 }
@@ -71,12 +81,12 @@ pub enum Updated {
 #[derive(Clone, Debug)]
 pub enum Store {
     /// SQLite allows one writer at a time. Reads share a pool (WAL lets them run beside the
-    /// writer); writes go through a pool of one connection, so writers wait their turn in the
-    /// app, in order and without sleeping, rather than in SQLite's busy handler, which backs
-    /// off in sleeps of up to 100 ms and so turns contention into long tail latencies.
+    /// writer); writes go through one connection, so writers wait their turn in the app, in
+    /// order and without sleeping, rather than in SQLite's busy handler, which backs off in
+    /// sleeps of up to 100 ms and so turns contention into long tail latencies.
     Sqlite {
         reads: SqlitePool,
-        writes: SqlitePool,
+        writer: SqliteWriter,
     },
     Postgres(PgPool),
 }
@@ -92,16 +102,6 @@ macro_rules! with_pool {
     };
 }
 
-/// [`with_pool!`] for statements that write.
-macro_rules! with_writer {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite { writes: $pool, .. } => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
-}
-
 /// How a store's connection pools stand, for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -112,23 +112,47 @@ pub struct PoolStats {
 
 /// A transaction on either backend.
 enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// Runs `$body` with `$conn` bound to the connection of whichever transaction `$tx` holds, as
-/// `with_pool!` does for pools.
-macro_rules! with_tx {
-    ($tx:expr, $conn:ident => $body:expr) => {
+/// Runs one statement of a change in whichever transaction `$tx` holds, with the arguments
+/// bound to `$1`, `$2`, ... in order, so each statement is written once for both backends:
+/// `optional` gives the first row if there is one, `all` every row, `scalars` every row's one
+/// column, `execute` how many rows it changed.
+macro_rules! in_tx {
+    ($tx:expr, optional $sql:expr $(, $arg:expr)*) => {
         match $tx {
-            Tx::Sqlite(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
-            Tx::Postgres(tx) => {
-                let $conn = &mut **tx;
-                $body
-            }
+            Tx::Sqlite(tx) => tx.row($sql, &[$(&$arg as &dyn rusqlite::ToSql),*]),
+            Tx::Postgres(tx) => sqlx::query_as($sql)
+                $(.bind($arg))*
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(StoreError::from),
+        }
+    };
+    ($tx:expr, one $sql:expr $(, $arg:expr)*) => {
+        in_tx!($tx, optional $sql $(, $arg)*).and_then(|row| row.ok_or(StoreError::NotFound))
+    };
+    ($tx:expr, scalars $sql:expr $(, $arg:expr)*) => {
+        match $tx {
+            Tx::Sqlite(tx) => tx.rows($sql, &[$(&$arg as &dyn rusqlite::ToSql),*]),
+            Tx::Postgres(tx) => sqlx::query_scalar($sql)
+                $(.bind($arg))*
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(StoreError::from),
+        }
+    };
+    ($tx:expr, execute $sql:expr $(, $arg:expr)*) => {
+        match $tx {
+            Tx::Sqlite(tx) => tx.execute($sql, &[$(&$arg as &dyn rusqlite::ToSql),*]),
+            Tx::Postgres(tx) => sqlx::query($sql)
+                $(.bind($arg))*
+                .execute(&mut **tx)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::from),
         }
     };
 }
@@ -160,66 +184,75 @@ impl Store {
     /// Connects to `url` (`sqlite:` or `postgres:`), creating a SQLite file and its folder if
     /// needed, and brings the schema up to date.
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let store = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = PgPoolOptions::new()
-                .max_connections(pool_size)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
-                .await
-                .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
-            Store::Postgres(pool)
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Self::connect_postgres(url, pool_size).await
         } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("invalid SQLite URL {url}"))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5));
-            if let Some(dir) = options
-                .get_filename()
-                .parent()
-                .filter(|d| *d != Path::new(""))
-            {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            let pool = |size| {
-                SqlitePoolOptions::new()
-                    .max_connections(size)
-                    .acquire_timeout(Duration::from_secs(5))
-                    // A file in this process cannot drop the connection the way a server can,
-                    // and the check is a round trip to the connection's thread on every
-                    // acquire, in the one writer's turn too.
-                    .test_before_acquire(false)
-                    .connect_with(options.clone())
-            };
-            let writes = pool(1)
-                .await
-                .with_context(|| format!("cannot open SQLite database {url}"))?;
-            let reads = pool(pool_size.max(1))
-                .await
-                .with_context(|| format!("cannot open SQLite database {url}"))?;
-            Store::Sqlite { reads, writes }
+            Self::connect_sqlite(url, pool_size).await
         } else {
             anyhow::bail!(
                 "DATABASE_URL must start with sqlite: or postgres:, got {}",
                 redact(url)
             );
-        };
-        store
-            .migrate()
-            .await
-            .context("cannot migrate the database")?;
-        Ok(store)
+        }
     }
 
-    async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Store::Sqlite { writes, .. } => sqlx::migrate!("migrations/sqlite").run(writes).await,
-            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+    async fn connect_postgres(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .context("cannot migrate the database")?;
+        Ok(Store::Postgres(pool))
+    }
+
+    /// A pool of `pool_size` reading connections (sqlx), which also runs the migrations, and
+    /// the one writing connection (rusqlite).
+    async fn connect_sqlite(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        // sqlx shares an in-memory database between its own connections only.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            anyhow::bail!(
+                "an in-memory SQLite database cannot be shared by the app's connections; \
+                 give DATABASE_URL a file, such as sqlite://storage/tasks.sqlite3"
+            );
         }
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        if let Some(dir) = options
+            .get_filename()
+            .parent()
+            .filter(|d| *d != Path::new(""))
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let reads = SqlitePoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            // A file in this process cannot drop the connection the way a server can, and the
+            // check is a round trip to the connection's thread on every acquire.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open SQLite database {url}"))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&reads)
+            .await
+            .context("cannot migrate the database")?;
+        let writer = SqliteWriter::open(options.get_filename(), BUSY_TIMEOUT)
+            .with_context(|| format!("cannot open SQLite database {url} for writing"))?;
+        Ok(Store::Sqlite { reads, writer })
     }
 
     /// Answers when the database answers.
@@ -231,10 +264,8 @@ impl Store {
     /// Closes every connection; used on shutdown.
     pub async fn close(&self) {
         match self {
-            Store::Sqlite { reads, writes } => {
-                reads.close().await;
-                writes.close().await;
-            }
+            // The writer closes when its last holder lets go of it.
+            Store::Sqlite { reads, .. } => reads.close().await,
             Store::Postgres(pool) => pool.close().await,
         }
     }
@@ -247,10 +278,10 @@ impl Store {
             max,
         };
         match self {
-            Store::Sqlite { reads, writes } => stats(
-                reads.size() + writes.size(),
-                reads.num_idle() + writes.num_idle(),
-                reads.options().get_max_connections() + writes.options().get_max_connections(),
+            Store::Sqlite { reads, writer } => stats(
+                reads.size() + 1,
+                reads.num_idle() + usize::from(writer.is_idle()),
+                reads.options().get_max_connections() + 1,
             ),
             Store::Postgres(pool) => stats(
                 pool.size(),
@@ -273,9 +304,10 @@ impl Store {
 
     pub async fn create_room(&self, name: &RoomName) -> Result<Room, StoreError> {
         const SQL: &str = "INSERT INTO rooms (name) VALUES ($1) RETURNING id, name";
-        Ok(with_writer!(self, pool => {
-            sqlx::query_as(SQL).bind(name.as_str()).fetch_one(pool).await
-        })?)
+        let mut tx = self.begin().await?;
+        let room = in_tx!(&mut tx, one SQL, name.as_str())?;
+        tx.commit().await?;
+        Ok(room)
     }
 
     pub async fn find_room(&self, id: RoomId) -> Result<Room, StoreError> {
@@ -304,15 +336,18 @@ impl Store {
     /// race another writer. Dropping the change rolls it back. `NotFound` if there is no such
     /// room.
     pub async fn change_room(&self, room: RoomId) -> Result<RoomChange, StoreError> {
-        let mut tx = match self {
-            Store::Sqlite { writes, .. } => Tx::Sqlite(writes.begin().await?),
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        };
-        let touched: Option<Room> = with_tx!(&mut tx, conn => {
-            sqlx::query_as(TOUCH_ROOM).bind(room).fetch_optional(&mut *conn).await?
-        });
-        let room = touched.ok_or(StoreError::NotFound)?;
+        let mut tx = self.begin().await?;
+        let room = in_tx!(&mut tx, one TOUCH_ROOM, room.0)?;
         Ok(RoomChange { room, tx })
+    }
+
+    /// A transaction on the writing connection (SQLite) or a pooled one (PostgreSQL). On SQLite
+    /// it holds the write lock from the start, and its statements run on the caller's thread.
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Store::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
     }
 }
 
@@ -342,23 +377,24 @@ impl RoomChange {
              RETURNING ",
             task_columns!()
         );
-        let room = self.room.id;
-        with_tx!(&mut self.tx, conn => {
-            let before: RoomCounts =
-                sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
-            if before.total() >= max_tasks {
-                return Err(StoreError::RoomFull(max_tasks));
-            }
-            let created: Task = sqlx::query_as(INSERT)
-                .bind(room)
-                .bind(task.title.as_str())
-                .bind(task.notes.as_str())
-                .bind(by.as_str())
-                .fetch_one(&mut *conn)
-                .await?;
-            let counts = RoomCounts { open: before.open + 1, ..before };
-            Ok((created, counts))
-        })
+        let room = self.room.id.0;
+        let before: RoomCounts = in_tx!(&mut self.tx, one COUNTS, room)?;
+        if before.total() >= max_tasks {
+            return Err(StoreError::RoomFull(max_tasks));
+        }
+        let created = in_tx!(
+            &mut self.tx,
+            one INSERT,
+            room,
+            task.title.as_str(),
+            task.notes.as_str(),
+            by.as_str()
+        )?;
+        let counts = RoomCounts {
+            open: before.open + 1,
+            ..before
+        };
+        Ok((created, counts))
     }
 
     /// Applies `changes` if the task still has the lock version the client saw. A stale version
@@ -378,67 +414,53 @@ impl RoomChange {
              RETURNING ",
             task_columns!()
         );
-        let room = self.room.id;
-        with_tx!(&mut self.tx, conn => {
-            let current: Task = sqlx::query_as(SELECT_TASK)
-                .bind(room)
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
-            if current.lock_version != changes.lock_version {
-                let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
-                return if changes.already_applied_to(&current) {
-                    Ok(Updated::Unchanged(current, counts))
-                } else {
-                    Ok(Updated::Conflict(Box::new(current)))
-                };
-            }
-            let updated: Task = sqlx::query_as(UPDATE)
-                .bind(room)
-                .bind(id)
-                .bind(changes.title.as_ref().map(|t| t.as_str()))
-                .bind(changes.notes.as_ref().map(|n| n.as_str()))
-                .bind(changes.done)
-                .bind(by.as_str())
-                .bind(changes.lock_version)
-                .fetch_one(&mut *conn)
-                .await?;
-            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
-            Ok(Updated::Changed(updated, counts))
-        })
+        let room = self.room.id.0;
+        let current: Task = in_tx!(&mut self.tx, one SELECT_TASK, room, id.0)?;
+        if current.lock_version != changes.lock_version {
+            let counts = in_tx!(&mut self.tx, one COUNTS, room)?;
+            return if changes.already_applied_to(&current) {
+                Ok(Updated::Unchanged(current, counts))
+            } else {
+                Ok(Updated::Conflict(Box::new(current)))
+            };
+        }
+        let updated = in_tx!(
+            &mut self.tx,
+            one UPDATE,
+            room,
+            id.0,
+            changes.title.as_ref().map(|t| t.as_str()),
+            changes.notes.as_ref().map(|n| n.as_str()),
+            changes.done,
+            by.as_str(),
+            changes.lock_version.0
+        )?;
+        let counts = in_tx!(&mut self.tx, one COUNTS, room)?;
+        Ok(Updated::Changed(updated, counts))
     }
 
     pub async fn delete_task(&mut self, id: TaskId) -> Result<RoomCounts, StoreError> {
         const SQL: &str = "DELETE FROM tasks WHERE room_id = $1 AND id = $2";
-        let room = self.room.id;
-        with_tx!(&mut self.tx, conn => {
-            let deleted = sqlx::query(SQL).bind(room).bind(id).execute(&mut *conn).await?;
-            if deleted.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?)
-        })
+        let room = self.room.id.0;
+        if in_tx!(&mut self.tx, execute SQL, room, id.0)? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        in_tx!(&mut self.tx, one COUNTS, room)
     }
 
     /// Removes every done task in the room; returns the ids removed.
     pub async fn clear_completed(&mut self) -> Result<(Vec<TaskId>, RoomCounts), StoreError> {
         const SQL: &str = "DELETE FROM tasks WHERE room_id = $1 AND done RETURNING id";
-        let room = self.room.id;
-        with_tx!(&mut self.tx, conn => {
-            let mut removed: Vec<TaskId> =
-                sqlx::query_scalar(SQL).bind(room).fetch_all(&mut *conn).await?;
-            let counts = sqlx::query_as(COUNTS).bind(room).fetch_one(&mut *conn).await?;
-            removed.sort();
-            Ok((removed, counts))
-        })
+        let room = self.room.id.0;
+        let mut removed: Vec<TaskId> = in_tx!(&mut self.tx, scalars SQL, room)?;
+        let counts = in_tx!(&mut self.tx, one COUNTS, room)?;
+        removed.sort();
+        Ok((removed, counts))
     }
 
     pub async fn rename(&mut self, name: &RoomName) -> Result<Room, StoreError> {
         const SQL: &str = "UPDATE rooms SET name = $2 WHERE id = $1 RETURNING id, name";
-        let room = self.room.id;
-        with_tx!(&mut self.tx, conn => {
-            Ok(sqlx::query_as(SQL).bind(room).bind(name.as_str()).fetch_one(&mut *conn).await?)
-        })
+        in_tx!(&mut self.tx, one SQL, self.room.id.0, name.as_str())
     }
 
     /// The PostgreSQL connection the change runs on, so the LISTEN/NOTIFY adapter can record
@@ -451,8 +473,14 @@ impl RoomChange {
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
-        match self.tx {
-            Tx::Sqlite(tx) => tx.commit().await?,
+        self.tx.commit().await
+    }
+}
+
+impl Tx {
+    async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit()?,
             Tx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())

@@ -68,3 +68,19 @@ fn an_unsupported_database_url_is_named_in_the_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_in_memory_sqlite_database_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tasksync()
+        .current_dir(dir.path())
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an in-memory SQLite database cannot be shared"),
+        "{stderr}"
+    );
+}

@@ -212,6 +212,31 @@ async fn the_store_story(backend: Backend) {
         .unwrap();
     assert!(d.id > c.id);
 
+    // A change dropped before its commit leaves nothing behind, and the next change goes ahead.
+    {
+        let mut change = store.change_room(first.id).await.unwrap();
+        change
+            .create_task(&new_task("never kept"), &ada, 3)
+            .await
+            .unwrap();
+        change
+            .rename(&RoomName::parse("Never").unwrap())
+            .await
+            .unwrap();
+    }
+    let titles: Vec<_> = store
+        .list_tasks(first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.title)
+        .collect();
+    assert_eq!(titles, vec!["d"]);
+    assert_eq!(store.find_room(first.id).await.unwrap().name, "Renamed");
+    each.create_task(first.id, &new_task("e"), &ada, 3)
+        .await
+        .unwrap();
+
     // Unknown rooms.
     let missing = tasksync::models::RoomId(i64::MAX);
     assert!(matches!(
