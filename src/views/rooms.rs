@@ -1,7 +1,7 @@
 use serde::Serialize;
 use tera::Context;
 
-use super::{FormState, Page, Views, tasks::page_tasks, turbo_stream::TurboStream};
+use super::{FormState, Page, Views, tasks::push_page_tasks, turbo_stream::TurboStream};
 use crate::{
     error::AppError,
     models::{Room, RoomCounts, RoomSummary, Task, TaskId},
@@ -51,11 +51,16 @@ pub struct RoomPage<'a> {
     pub position: Option<&'a Position>,
 }
 
+/// Where `rooms/show.html` puts the room's tasks. Autoescaping turns every `<` of user text into
+/// `&lt;`, so this can only come from the template itself.
+const TASKS_SLOT: &str = "<!--tasks-->";
+
+/// About what one task's markup on the page takes, to size the page's buffer.
+const TASK_BYTES: usize = 2048;
+
 pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<String, AppError> {
-    let tasks_html = page_tasks(views, room_page.tasks, room_page.focus, &page.csrf_token)?;
     let mut context = Context::new();
     context.insert("room", room_page.room);
-    context.insert("tasks_html", &tasks_html);
     context.insert("counts", &room_page.counts);
     context.insert("new_task", room_page.new_task);
     context.insert("rename", room_page.rename);
@@ -64,7 +69,24 @@ pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<
         context.insert("stream_epoch", &*position.epoch);
         context.insert("stream_offset", &position.offset);
     }
-    views.page("rooms/show.html", page, context)
+    // The page around its tasks is a few KB; the tasks are most of it (about 2 KB each). They
+    // go straight into the one buffer the page is sent from, not through Tera's context and
+    // output, which would copy them twice more.
+    let frame = views.page("rooms/show.html", page, context)?;
+    let (before, after) = frame
+        .split_once(TASKS_SLOT)
+        .ok_or_else(|| AppError::internal("rooms/show.html has no place for its tasks"))?;
+    let mut html = String::with_capacity(frame.len() + room_page.tasks.len() * TASK_BYTES);
+    html.push_str(before);
+    push_page_tasks(
+        &mut html,
+        views,
+        room_page.tasks,
+        room_page.focus,
+        &page.csrf_token,
+    )?;
+    html.push_str(after);
+    Ok(html)
 }
 
 fn header(
@@ -110,4 +132,62 @@ pub fn create_invalid(
     context.insert("form", form);
     context.insert("csrf_token", csrf);
     Ok(TurboStream::new().replace("new_room", &views.render("rooms/_form.html", &context)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{LockVersion, RoomId};
+
+    #[test]
+    fn the_tasks_go_where_the_template_puts_them_and_user_text_cannot_move_them() {
+        let views = Views::new().unwrap();
+        let room = Room {
+            id: RoomId(3),
+            name: TASKS_SLOT.into(),
+        };
+        let tasks: Vec<Task> = (1..=2)
+            .map(|id| Task {
+                id: TaskId(id),
+                room_id: room.id,
+                title: format!("{TASKS_SLOT} number {id}"),
+                notes: String::new(),
+                done: false,
+                lock_version: LockVersion(0),
+                updated_by: "Ada".into(),
+            })
+            .collect();
+        let page = Page {
+            csrf_token: "tok".into(),
+            current_user: None,
+        };
+        let html = show(
+            &views,
+            &page,
+            &RoomPage {
+                room: &room,
+                tasks: &tasks,
+                counts: RoomCounts::of(&tasks),
+                new_task: &FormState::default(),
+                rename: &FormState::default(),
+                focus: None,
+                signed_stream: "signed",
+                position: None,
+            },
+        )
+        .unwrap();
+        assert!(!html.contains(TASKS_SLOT), "{html}");
+        let list = html.find("<div id=\"tasks\"").unwrap();
+        let footer = html.find("<footer class=\"room-footer\">").unwrap();
+        for id in [1, 2] {
+            let at = html.find(&format!("id=\"task_{id}\"")).unwrap();
+            assert!(
+                list < at && at < footer,
+                "task {id} outside the list: {html}"
+            );
+        }
+        assert!(html.contains("&lt;!--tasks--&gt; number 2"));
+        // The page ends as the layout does.
+        assert!(html.trim_end().ends_with("</html>"), "{html}");
+    }
 }

@@ -79,14 +79,14 @@ impl TaskFragments {
 /// The room page's task list for a viewer whose CSRF token is `csrf`: each task from the cache
 /// (rendered on a miss), except the one the viewer is editing (`focus`), which is rendered
 /// with their form as they left it.
-pub fn page_tasks(
+pub fn push_page_tasks(
+    html: &mut String,
     views: &Views,
     tasks: &[Task],
     focus: Option<&Focus>,
     csrf: &str,
-) -> Result<String, AppError> {
+) -> Result<(), AppError> {
     let token = tera::escape_html(csrf);
-    let mut html = String::with_capacity(tasks.len() * 2048);
     for current in tasks {
         if let Some(focus) = focus.filter(|f| f.task_id == current.id) {
             let item = TaskItem {
@@ -114,7 +114,7 @@ pub fn page_tasks(
             html.push_str(piece);
         }
     }
-    Ok(html)
+    Ok(())
 }
 
 fn task_with_token_slot(views: &Views, current: &Task) -> Result<String, AppError> {
@@ -281,6 +281,17 @@ pub fn refused_page(
 mod tests {
     use super::*;
     use crate::{models::LockVersion, views::FormState};
+
+    fn page_tasks(
+        views: &Views,
+        tasks: &[Task],
+        focus: Option<&Focus>,
+        csrf: &str,
+    ) -> Result<String, AppError> {
+        let mut html = String::new();
+        push_page_tasks(&mut html, views, tasks, focus, csrf)?;
+        Ok(html)
+    }
 
     fn hostile_task() -> Task {
         Task {
