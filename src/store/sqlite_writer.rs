@@ -33,6 +33,10 @@ use crate::models::{LockVersion, Room, RoomCounts, RoomId, Task, TaskId};
 /// Statements kept prepared on the connection; the store has about a dozen.
 const STATEMENTS_CACHED: usize = 32;
 
+/// The names of the parameters a statement may take, in order (the most any takes is 7), so
+/// binding allocates nothing.
+const PARAMETER_NAMES: [&str; 9] = ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9"];
+
 /// How long the checkpoint thread lets commits gather before it checkpoints them: at most four
 /// checkpoints (and their fsyncs) a second however fast changes come.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(250);
@@ -153,11 +157,15 @@ impl SqliteTx {
                 .into(),
             ));
         }
-        for (n, arg) in (1..).zip(args) {
-            let name = format!("${n}");
+        if args.len() > PARAMETER_NAMES.len() {
+            return Err(StoreError::Database(
+                format!("a statement was given {} parameters", args.len()).into(),
+            ));
+        }
+        for (name, arg) in PARAMETER_NAMES.iter().zip(args) {
             let index = statement
-                .parameter_index(&name)?
-                .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+                .parameter_index(name)?
+                .ok_or_else(|| rusqlite::Error::InvalidParameterName((*name).to_owned()))?;
             statement.raw_bind_parameter(index, arg)?;
         }
         Ok(statement)
@@ -340,6 +348,15 @@ mod tests {
         assert!(matches!(short, Err(StoreError::Database(_))), "{short:?}");
         let long = tx.execute("INSERT INTO t (a) VALUES ($1)", &[&"x", &"y"]);
         assert!(matches!(long, Err(StoreError::Database(_))), "{long:?}");
+        let ten: Vec<&dyn ToSql> = vec![&1; 10];
+        let too_many = tx.execute(
+            "INSERT INTO t (c) VALUES ($1 + $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 + $10)",
+            &ten,
+        );
+        assert!(
+            matches!(too_many, Err(StoreError::Database(_))),
+            "{too_many:?}"
+        );
         let none: Vec<Abc> = tx.rows("SELECT a, b, c FROM t", &[]).unwrap();
         assert!(none.is_empty());
     }

@@ -76,9 +76,9 @@ impl TaskFragments {
     }
 }
 
-/// The room page's task list for a viewer whose CSRF token is `csrf`: each task from the cache
-/// (rendered on a miss), except the one the viewer is editing (`focus`), which is rendered
-/// with their form as they left it.
+/// Appends the room page's task list, for a viewer whose CSRF token is `csrf`, to `html`: each
+/// task from the cache (rendered on a miss), except the one the viewer is editing (`focus`),
+/// which is rendered with their form as they left it.
 pub fn push_page_tasks(
     html: &mut String,
     views: &Views,
