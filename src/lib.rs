@@ -16,6 +16,7 @@ pub mod observability;
 pub mod origin;
 pub mod presence;
 pub mod pubsub;
+pub mod request_headers;
 pub mod session;
 pub mod signing;
 pub mod socket;

@@ -3,8 +3,10 @@
 
 use std::net::TcpListener;
 
-use actix_http::HttpService;
-use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
+use actix_http::{HttpService, Request};
+use actix_service::{
+    IntoServiceFactory as _, Service as _, ServiceFactoryExt as _, apply_fn_factory, map_config,
+};
 use actix_web::{
     App,
     dev::{AppConfig, Server},
@@ -28,6 +30,7 @@ use crate::{
     origin::{AllowedOrigins, TrustedProxies},
     presence::PresenceHandle,
     pubsub::{Delivery, Envelope, PubSub, Sequencer, Topic},
+    request_headers,
     session::Sessions,
     socket,
     store::Store,
@@ -190,9 +193,17 @@ impl Application {
                         async move { signal.notified().await }
                     })
                     .upgrade(socket::upgrade::service(app.clone()))
-                    .finish(map_config(
-                        app().into_factory().map_err(|err| err.error_response()),
-                        |()| AppConfig::default(),
+                    .finish(apply_fn_factory(
+                        map_config(
+                            app().into_factory().map_err(|err| err.error_response()),
+                            |()| AppConfig::default(),
+                        ),
+                        // So that the heads actix keeps for reuse keep nothing of the
+                        // connection's read buffer (see `request_headers`).
+                        |mut req: Request, app| {
+                            request_headers::detach(req.headers_mut());
+                            app.call(req)
+                        },
                     ))
                     .tcp()
             })?

@@ -30,6 +30,7 @@ use bytes::BytesMut;
 use tokio::{io::AsyncWriteExt as _, net::TcpStream, sync::oneshot};
 
 use super::websocket::WebSocket;
+use crate::request_headers;
 
 /// Answers a WebSocket handshake: the `101` response, naming the first of the client's offered
 /// subprotocols that is in `protocols` (none if none is), and the socket that connection
@@ -118,13 +119,16 @@ where
 /// Never fails: a client that goes away is the normal end of a connection.
 pub async fn serve<S, B>(
     app: &S,
-    req: Request,
+    mut req: Request,
     framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), Error>
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
 {
+    // The connection's read buffer goes to the socket; the request's head, kept by actix for
+    // reuse, must not keep it too.
+    request_headers::detach(req.headers_mut());
     let FramedParts {
         mut io,
         mut codec,
