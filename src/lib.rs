@@ -10,6 +10,7 @@ pub mod error;
 pub mod form_guard;
 pub mod headers;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod observability;

@@ -99,9 +99,10 @@ pub async fn middleware(
         path = %req.path(),
     );
     req.extensions_mut().insert(id.clone());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.metrics.clone());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|state| {
+        state.activity.record();
+        state.metrics.clone()
+    });
     let header = HeaderValue::from_str(id.as_str()).ok();
 
     let result = next.call(req).instrument(span.clone()).await;

@@ -25,6 +25,7 @@ use crate::{
     config::Settings,
     controllers, form_guard, headers,
     limits::{ConnectionLimiter, MutationLimiter, MutationRate},
+    memory::{self, Activity},
     metrics::Metrics,
     observability,
     origin::{AllowedOrigins, TrustedProxies},
@@ -57,6 +58,9 @@ pub struct AppState {
     /// Turns true when the process starts shutting down; every socket task watches it.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Metrics,
+    /// Requests and closed sockets, counted so that free memory is given back once a burst of
+    /// them is over (see `memory`).
+    pub activity: Activity,
     /// `GET /metrics` is served only with this bearer token; `None` hides it.
     pub metrics_token: Option<String>,
     /// Mutations per session, and sockets per client address.
@@ -104,6 +108,11 @@ impl Application {
             presence.clone(),
             metrics.clone(),
         ));
+        let activity = Activity::default();
+        tokio::spawn(memory::release_after_bursts(
+            activity.clone(),
+            shutting_down.clone(),
+        ));
         let state = web::Data::new(AppState {
             store: store.clone(),
             views,
@@ -124,6 +133,7 @@ impl Application {
             presence: presence.clone(),
             shutdown: shutting_down,
             metrics,
+            activity,
             metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
             mutations: MutationLimiter::new(MutationRate {
                 burst: settings.mutation_burst,

@@ -153,11 +153,14 @@ fn spawn_socket(
     // Boxed: an async block that captures a future and then awaits it lays the future out
     // twice (the capture and the await), and this task lives as long as its socket.
     let serve = Box::pin(serve);
+    let activity = state.activity.clone();
     actix_web::rt::spawn(
         state.sockets.track_future(
             async move {
                 let _permit = permit;
                 serve.await;
+                // What the socket held is free now: a crowd leaving is a burst too.
+                activity.record();
             }
             .instrument(span),
         ),
