@@ -110,8 +110,7 @@ pub async fn render_room(
     // Where the room's stream stands, read BEFORE the tasks: anything published after this
     // point is replayed to the page when it subscribes, so no change can fall in between.
     let position = state.pubsub.position(&stream).await;
-    let room = state.store.find_room(room_id).await?;
-    let tasks = state.store.list_tasks(room_id).await?;
+    let (room, tasks) = state.store.room_with_tasks(room_id).await?;
     let counts = RoomCounts::of(&tasks);
     let signed_stream = state.cable.signer.sign(&stream);
     views::rooms::show(

@@ -16,8 +16,8 @@ use sqlx::{
 
 use self::sqlite_writer::{SqliteTx, SqliteWriter};
 use crate::models::{
-    DisplayName, NewTask, Room, RoomCounts, RoomId, RoomName, RoomSummary, Task, TaskChanges,
-    TaskId,
+    DisplayName, LockVersion, NewTask, Room, RoomCounts, RoomId, RoomName, RoomSummary, Task,
+    TaskChanges, TaskId,
 };
 
 /// The rooms index shows at most this many rooms, newest first.
@@ -174,6 +174,40 @@ const SELECT_TASK: &str = concat!(
     " FROM tasks WHERE room_id = $1 AND id = $2"
 );
 
+/// A row of [`Store::room_with_tasks`]: the room's name, and one of its tasks, or none (every
+/// task column NULL) for a room without tasks.
+#[derive(sqlx::FromRow)]
+struct RoomTaskRow {
+    room_name: String,
+    id: Option<TaskId>,
+    room_id: Option<RoomId>,
+    title: Option<String>,
+    notes: Option<String>,
+    done: Option<bool>,
+    lock_version: Option<LockVersion>,
+    updated_by: Option<String>,
+}
+
+impl RoomTaskRow {
+    /// The row's task; `None` for the row of a room without tasks.
+    fn into_task(self) -> Option<Result<Task, StoreError>> {
+        let id = self.id?;
+        let task = (|| {
+            Some(Task {
+                id,
+                room_id: self.room_id?,
+                title: self.title?,
+                notes: self.notes?,
+                done: self.done?,
+                lock_version: self.lock_version?,
+                updated_by: self.updated_by?,
+            })
+        })();
+        // The columns are NOT NULL; a row of a LEFT JOIN has them all or none.
+        Some(task.ok_or_else(|| StoreError::Database("a task row with a NULL column".into())))
+    }
+}
+
 /// Takes the room's row lock (PostgreSQL) or the write lock (SQLite) for the rest of the
 /// transaction, so limits and counts read afterwards cannot race another writer, and reads the
 /// room. No row means the room does not exist.
@@ -315,14 +349,28 @@ impl Store {
         Ok(with_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_one(pool).await)?)
     }
 
-    /// A room's tasks in the order they were added.
-    pub async fn list_tasks(&self, room: RoomId) -> Result<Vec<Task>, StoreError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            task_columns!(),
-            " FROM tasks WHERE room_id = $1 ORDER BY id"
-        );
-        Ok(with_pool!(self, pool => sqlx::query_as(SQL).bind(room).fetch_all(pool).await)?)
+    /// A room and its tasks in the order they were added, read together: one query, so one
+    /// trip to the database (with SQLite, one hand-off to a reading connection's thread) for a
+    /// room page.
+    pub async fn room_with_tasks(&self, id: RoomId) -> Result<(Room, Vec<Task>), StoreError> {
+        const SQL: &str = "SELECT r.name AS room_name, t.id, t.room_id, t.title, t.notes, \
+                                  t.done, t.lock_version, t.updated_by \
+                           FROM rooms r LEFT JOIN tasks t ON t.room_id = r.id \
+                           WHERE r.id = $1 ORDER BY t.id";
+        let rows: Vec<RoomTaskRow> =
+            with_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_all(pool).await)?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::NotFound);
+        };
+        let room = Room {
+            id,
+            name: first.room_name.clone(),
+        };
+        let tasks = rows
+            .into_iter()
+            .filter_map(RoomTaskRow::into_task)
+            .collect::<Result<_, _>>()?;
+        Ok((room, tasks))
     }
 
     pub async fn find_task(&self, room: RoomId, id: TaskId) -> Result<Task, StoreError> {

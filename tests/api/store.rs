@@ -133,9 +133,10 @@ async fn the_store_story(backend: Backend) {
         Err(StoreError::RoomFull(3))
     ));
     let ids: Vec<_> = store
-        .list_tasks(first.id)
+        .room_with_tasks(first.id)
         .await
         .unwrap()
+        .1
         .iter()
         .map(|t| t.id)
         .collect();
@@ -203,7 +204,10 @@ async fn the_store_story(backend: Backend) {
     let (removed, counts) = each.clear_completed(first.id).await.unwrap();
     assert_eq!(removed, vec![a.id, b.id]);
     assert_eq!(counts, RoomCounts::default());
-    assert!(store.list_tasks(first.id).await.unwrap().is_empty());
+    // A room without tasks still reads as itself.
+    let (room, tasks) = store.room_with_tasks(first.id).await.unwrap();
+    assert_eq!(room, store.find_room(first.id).await.unwrap());
+    assert!(tasks.is_empty());
 
     // Ids are never reused after a delete.
     let (d, _) = each
@@ -225,9 +229,10 @@ async fn the_store_story(backend: Backend) {
             .unwrap();
     }
     let titles: Vec<_> = store
-        .list_tasks(first.id)
+        .room_with_tasks(first.id)
         .await
         .unwrap()
+        .1
         .into_iter()
         .map(|t| t.title)
         .collect();
@@ -241,6 +246,10 @@ async fn the_store_story(backend: Backend) {
     let missing = tasksync::models::RoomId(i64::MAX);
     assert!(matches!(
         store.find_room(missing).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.room_with_tasks(missing).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -283,7 +292,7 @@ async fn concurrent_creates_never_exceed_the_room_limit(backend: Backend) {
     let results = futures_util::future::join_all(attempts).await;
     let created = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(created, 5, "{results:?}");
-    assert_eq!(store.list_tasks(room.id).await.unwrap().len(), 5);
+    assert_eq!(store.room_with_tasks(room.id).await.unwrap().1.len(), 5);
 }
 
 #[tokio::test]
