@@ -353,10 +353,11 @@ impl Store {
     /// trip to the database (with SQLite, one hand-off to a reading connection's thread) for a
     /// room page.
     pub async fn room_with_tasks(&self, id: RoomId) -> Result<(Room, Vec<Task>), StoreError> {
-        const SQL: &str = "SELECT r.name AS room_name, t.id, t.room_id, t.title, t.notes, \
-                                  t.done, t.lock_version, t.updated_by \
-                           FROM rooms r LEFT JOIN tasks t ON t.room_id = r.id \
-                           WHERE r.id = $1 ORDER BY t.id";
+        const SQL: &str = concat!(
+            "SELECT r.name AS room_name, t.* FROM rooms r LEFT JOIN (SELECT ",
+            task_columns!(),
+            " FROM tasks) t ON t.room_id = r.id WHERE r.id = $1 ORDER BY t.id"
+        );
         let rows: Vec<RoomTaskRow> =
             with_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_all(pool).await)?;
         let Some(first) = rows.first() else {
