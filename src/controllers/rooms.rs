@@ -110,6 +110,7 @@ pub async fn render_room(
     // Where the room's stream stands, read BEFORE the tasks: anything published after this
     // point is replayed to the page when it subscribes, so no change can fall in between.
     let position = state.pubsub.position(&stream).await;
+    let cache_mark = views::tasks::cache_mark(&state.views);
     let (room, tasks) = state.store.room_with_tasks(room_id).await?;
     let counts = RoomCounts::of(&tasks);
     let signed_stream = state.cable.signer.sign(&stream);
@@ -125,6 +126,7 @@ pub async fn render_room(
             focus: forms.focus.as_ref(),
             signed_stream: &signed_stream,
             position: position.as_ref(),
+            cache_mark,
         },
     )
 }

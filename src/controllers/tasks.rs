@@ -297,6 +297,7 @@ pub async fn destroy(
                 let counts = change.delete_task(task_id).await?;
                 let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
                 state.broadcaster.commit(change, &broadcast).await?;
+                views::tasks::forget(&state.views, &[task_id]);
                 Ok(broadcast)
             }
         })
@@ -321,6 +322,7 @@ pub async fn clear_completed(
                 let (removed, counts) = change.clear_completed().await?;
                 let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
                 state.broadcaster.commit(change, &broadcast).await?;
+                views::tasks::forget(&state.views, &removed);
                 Ok(broadcast)
             }
         })

@@ -1,7 +1,11 @@
 use serde::Serialize;
 use tera::Context;
 
-use super::{FormState, Page, Views, tasks::push_page_tasks, turbo_stream::TurboStream};
+use super::{
+    FormState, Page, Views,
+    tasks::{CacheMark, push_page_tasks},
+    turbo_stream::TurboStream,
+};
 use crate::{
     error::AppError,
     models::{Room, RoomCounts, RoomSummary, Task, TaskId},
@@ -49,6 +53,8 @@ pub struct RoomPage<'a> {
     /// Where the stream stood when the page's data was read; the subscription asks for
     /// everything after it.
     pub position: Option<&'a Position>,
+    /// Where the task markup cache stood before `tasks` were read ([`super::tasks::cache_mark`]).
+    pub cache_mark: CacheMark,
 }
 
 /// Where `rooms/show.html` puts the room's tasks. Autoescaping turns every `<` of user text into
@@ -82,6 +88,7 @@ pub fn show(views: &Views, page: &Page<'_>, room_page: &RoomPage<'_>) -> Result<
         &mut html,
         views,
         room_page.tasks,
+        room_page.cache_mark,
         room_page.focus,
         &page.csrf_token,
     )?;
@@ -173,6 +180,7 @@ mod tests {
                 focus: None,
                 signed_stream: "signed",
                 position: None,
+                cache_mark: super::super::tasks::cache_mark(&views),
             },
         )
         .unwrap();

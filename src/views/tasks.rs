@@ -1,5 +1,5 @@
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
@@ -18,10 +18,15 @@ use crate::{
 const TOKEN_SLOT: &str = "<!--csrf-->";
 
 /// How much task markup is kept (about a thousand tasks); past it the cache starts over, and
-/// refills from the next page views. Deleted tasks' markup stays until then: forgetting it at
-/// each page view instead (keeping only what the page shows) measured 10% fewer requests in
-/// the benchmark's HTTP ramp, where tasks come and go all the time.
+/// refills from the next page views. Tasks deleted in another process leave their markup here
+/// until then (this process never hears their ids).
 const MAX_CACHED_BYTES: usize = 2 << 20;
+
+/// How many recent deletions the cache remembers, to refuse markup of a deleted task from a page
+/// that read the task before it was deleted. A page whose reading is older than the oldest
+/// deletion remembered caches nothing (it is then a hundred ms old under the benchmark's load,
+/// some 4,000 deletions a second).
+const FORGOTTEN_KEPT: usize = 256;
 
 /// Each task's room-page markup, rendered once and reused for every page view until the task
 /// changes: a room page is mostly its tasks, and rendering 50 of them was most of a page
@@ -33,16 +38,32 @@ pub struct TaskFragments {
     cache: Mutex<FragmentCache>,
 }
 
+/// Where the cache's clock stood before a page read its tasks from the store: markup rendered
+/// from that read is kept only if none of its tasks was deleted since.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheMark(u64);
+
 #[derive(Default)]
 struct FragmentCache {
     entries: HashMap<TaskId, (Task, Arc<str>)>,
     /// The markup's size, over all entries.
     bytes: usize,
+    /// Counts deletions.
+    clock: u64,
+    /// The latest deletions, oldest first, each with the clock after it.
+    forgotten: VecDeque<(TaskId, CacheMark)>,
+    /// Marks before this may predate a deletion no longer in `forgotten`.
+    horizon: CacheMark,
 }
 
 impl TaskFragments {
     fn lock(&self) -> std::sync::MutexGuard<'_, FragmentCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take before reading the tasks a page will show.
+    pub fn mark(&self) -> CacheMark {
+        CacheMark(self.lock().clock)
     }
 
     fn get(&self, task: &Task) -> Option<Arc<str>> {
@@ -53,8 +74,19 @@ impl TaskFragments {
             .map(|(_, html)| html.clone())
     }
 
-    fn put(&self, task: &Task, html: Arc<str>) {
+    /// Keeps `html`, rendered from `task` as read after `mark`, unless the task has been
+    /// deleted since (a page read just before a deletion would otherwise put its markup back
+    /// for good).
+    fn put(&self, task: &Task, html: Arc<str>, mark: CacheMark) {
         let mut cache = self.lock();
+        let deleted_since = mark < cache.horizon
+            || cache
+                .forgotten
+                .iter()
+                .any(|(id, when)| *id == task.id && *when > mark);
+        if deleted_since {
+            return;
+        }
         if cache.bytes + html.len() > MAX_CACHED_BYTES {
             cache.entries.clear();
             cache.bytes = 0;
@@ -65,24 +97,46 @@ impl TaskFragments {
         }
     }
 
-    /// Drops deleted tasks' markup: no page shows them again.
-    fn forget(&self, ids: &[TaskId]) {
+    /// Drops deleted tasks' markup, and keeps it from coming back: call once the deletion is
+    /// committed, so that a page which reads after this cannot see the tasks.
+    pub fn forget(&self, ids: &[TaskId]) {
         let mut cache = self.lock();
+        cache.clock += 1;
+        let now = CacheMark(cache.clock);
         for id in ids {
             if let Some((_, html)) = cache.entries.remove(id) {
                 cache.bytes -= html.len();
+            }
+            cache.forgotten.push_back((*id, now));
+        }
+        while cache.forgotten.len() > FORGOTTEN_KEPT {
+            if let Some((_, when)) = cache.forgotten.pop_front() {
+                cache.horizon = when;
             }
         }
     }
 }
 
+/// Where the task markup cache stands: take it before reading the tasks a page will show, and
+/// render them with it ([`push_page_tasks`]).
+pub fn cache_mark(views: &Views) -> CacheMark {
+    views.task_fragments.mark()
+}
+
+/// Tasks that are gone: their markup leaves the cache. Call once their deletion is committed.
+pub fn forget(views: &Views, ids: &[TaskId]) {
+    views.task_fragments.forget(ids);
+}
+
 /// Appends the room page's task list, for a viewer whose CSRF token is `csrf`, to `html`: each
-/// task from the cache (rendered on a miss), except the one the viewer is editing (`focus`),
-/// which is rendered with their form as they left it.
+/// task from the cache (rendered on a miss and kept, if none of `tasks`, read after `mark`, has
+/// been deleted since), except the one the viewer is editing (`focus`), which is rendered with
+/// their form as they left it.
 pub fn push_page_tasks(
     html: &mut String,
     views: &Views,
     tasks: &[Task],
+    mark: CacheMark,
     focus: Option<&Focus>,
     csrf: &str,
 ) -> Result<(), AppError> {
@@ -101,7 +155,7 @@ pub fn push_page_tasks(
             Some(fragment) => fragment,
             None => {
                 let fragment: Arc<str> = task_with_token_slot(views, current)?.into();
-                views.task_fragments.put(current, fragment.clone());
+                views.task_fragments.put(current, fragment.clone(), mark);
                 fragment
             }
         };
@@ -213,7 +267,6 @@ pub fn removed(
     ids: &[TaskId],
     room_counts: &RoomCounts,
 ) -> Result<TurboStream, AppError> {
-    views.task_fragments.forget(ids);
     let stream = ids
         .iter()
         .fold(TurboStream::new(), |stream, id| stream.remove(&dom_id(*id)));
@@ -289,7 +342,7 @@ mod tests {
         csrf: &str,
     ) -> Result<String, AppError> {
         let mut html = String::new();
-        push_page_tasks(&mut html, views, tasks, focus, csrf)?;
+        push_page_tasks(&mut html, views, tasks, cache_mark(views), focus, csrf)?;
         Ok(html)
     }
 
@@ -406,15 +459,52 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_task_leaves_the_cache() {
+    fn a_deleted_task_leaves_the_cache() {
         let views = Views::new().unwrap();
         page_tasks(&views, &[task_numbered(1), task_numbered(2)], None, "t").unwrap();
         let both = views.task_fragments.lock().bytes;
-        removed(&views, RoomId(1), &[TaskId(1)], &RoomCounts::default()).unwrap();
+        forget(&views, &[TaskId(1)]);
         let cache = views.task_fragments.lock();
         assert!(!cache.entries.contains_key(&TaskId(1)));
         assert!(cache.entries.contains_key(&TaskId(2)));
         assert_eq!(cache.bytes, both / 2);
+    }
+
+    /// A page that read its tasks just before one was deleted, and renders after, must not put
+    /// the deleted task's markup back: nothing would ever take it out again.
+    #[test]
+    fn a_page_read_before_a_deletion_does_not_cache_the_deleted_task() {
+        let views = Views::new().unwrap();
+        let mark = cache_mark(&views);
+        forget(&views, &[TaskId(1)]);
+        let mut html = String::new();
+        let tasks = [task_numbered(1), task_numbered(2)];
+        push_page_tasks(&mut html, &views, &tasks, mark, None, "t").unwrap();
+        assert_eq!(html.matches("<div id=\"task_").count(), 2, "{html}");
+        let cache = views.task_fragments.lock();
+        assert!(!cache.entries.contains_key(&TaskId(1)));
+        assert!(cache.entries.contains_key(&TaskId(2)));
+        drop(cache);
+
+        // Read after the deletion: a task with that id again is a new task, and is kept.
+        page_tasks(&views, &tasks[..1], None, "t").unwrap();
+        assert!(views.task_fragments.lock().entries.contains_key(&TaskId(1)));
+    }
+
+    /// Past the deletions it remembers, the cache refuses markup from any read older than the
+    /// ones it forgot, rather than risk keeping a deleted task's.
+    #[test]
+    fn a_read_older_than_the_deletions_remembered_caches_nothing() {
+        let views = Views::new().unwrap();
+        let mark = cache_mark(&views);
+        for id in 100..(100 + FORGOTTEN_KEPT as i64 + 1) {
+            forget(&views, &[TaskId(id)]);
+        }
+        let mut html = String::new();
+        push_page_tasks(&mut html, &views, &[task_numbered(1)], mark, None, "t").unwrap();
+        assert!(html.contains("id=\"task_1\""), "{html}");
+        assert!(views.task_fragments.lock().entries.is_empty());
+        assert_eq!(views.task_fragments.lock().forgotten.len(), FORGOTTEN_KEPT);
     }
 
     #[test]
