@@ -6,7 +6,7 @@
 //! it is idle: bytes are read only once the connection is readable, and both buffers are
 //! released whenever they are empty, so a held socket costs its task and its TCP stream.
 
-use std::{io, time::Duration};
+use std::{io, pin::Pin, time::Duration};
 
 use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::ws::{self, CloseReason, Item, ProtocolError};
@@ -219,15 +219,21 @@ impl WebSocket {
     /// Sends a close frame with `reason`, then closes the connection once the client has closed
     /// its side, or after [`CLOSE_WAIT`]. Waiting for the client keeps anything it was still
     /// sending from turning the close into a reset, which could lose the close frame.
-    pub async fn close(mut self, reason: Option<CloseReason>) {
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if self.send(ws::Message::Close(reason)).await.is_ok() {
-                let _ = self.io.shutdown().await;
-                let mut sink = [0u8; 512];
-                while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
-            }
+    ///
+    /// The closing is boxed: with its timer and read buffer it is about 1 KB, and a socket's
+    /// task that awaits it inline is that large for the socket's whole life, not only while it
+    /// closes.
+    pub fn close(mut self, reason: Option<CloseReason>) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                if self.send(ws::Message::Close(reason)).await.is_ok() {
+                    let _ = self.io.shutdown().await;
+                    let mut sink = [0u8; 512];
+                    while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
+                }
+            })
+            .await;
         })
-        .await;
     }
 }
 
