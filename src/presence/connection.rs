@@ -3,6 +3,7 @@
 //! pings the client and closes it when it goes quiet, and always leaves the room when it ends.
 
 use actix_http::ws::CloseCode;
+use bytestring::ByteString;
 use tokio::sync::{mpsc, watch};
 
 use super::{PresenceHandle, protocol, protocol::ClientFrame, state::Person};
@@ -66,7 +67,7 @@ pub async fn serve(
                 _ = shutdown.wait_for(|stopping| *stopping) => break End::ServerRestart,
                 frame = queued.recv() => match frame {
                     Some(frame) => {
-                        if let Err(end) = keepalive.send(&mut socket, frame).await {
+                        if let Err(end) = keepalive.send(&mut socket, ByteString::clone(&frame)).await {
                             break end;
                         }
                     }

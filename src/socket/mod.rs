@@ -71,9 +71,12 @@ async fn take(
     match message {
         Some(Ok(Incoming::Text(text))) => Some(Ok(Frame::Text(text))),
         Some(Ok(Incoming::Binary(_))) => Some(Ok(Frame::Binary)),
-        Some(Ok(Incoming::Ping(bytes))) => {
-            socket.pong(&bytes).await.err().map(|_| Err(End::Closed))
-        }
+        // Boxed here and for the server's own pings below: rare writes, which inline would make
+        // every socket's task larger for its whole life.
+        Some(Ok(Incoming::Ping(bytes))) => Box::pin(socket.pong(&bytes))
+            .await
+            .err()
+            .map(|_| Err(End::Closed)),
         Some(Ok(Incoming::Pong(_))) => None,
         Some(Ok(Incoming::Close(_))) | None => Some(Err(End::Closed)),
         Some(Err(err)) => Some(Err(End::Protocol(err))),
@@ -182,7 +185,7 @@ pub async fn next_frame_alive(
                 }
             }
             () = next_ping(&mut keepalive.ping) => {
-                write_by(deadline, socket.ping(b"")).await?;
+                Box::pin(write_by(deadline, socket.ping(b""))).await?;
             }
             () = idle(deadline) => return Err(End::IdleTimeout),
         }
