@@ -24,8 +24,8 @@ const MAX_CACHED_BYTES: usize = 2 << 20;
 
 /// How many recent deletions the cache remembers, to refuse markup of a deleted task from a page
 /// that read the task before it was deleted. A page whose reading is older than the oldest
-/// deletion remembered caches nothing (it is then a hundred ms old under the benchmark's load,
-/// some 4,000 deletions a second).
+/// deletion remembered caches nothing: under the benchmark's load, about 2,000 deletions a
+/// second, that is a page read more than an eighth of a second before it rendered.
 const FORGOTTEN_KEPT: usize = 256;
 
 /// Each task's room-page markup, rendered once and reused for every page view until the task
