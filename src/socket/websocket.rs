@@ -6,7 +6,7 @@
 //! it is idle: bytes are read only once the connection is readable, and both buffers are
 //! released whenever they are empty, so a held socket costs its task and its TCP stream.
 
-use std::{io, pin::Pin, time::Duration};
+use std::{io, time::Duration};
 
 use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::ws::{self, CloseReason, Item, ProtocolError};
@@ -223,7 +223,7 @@ impl WebSocket {
     /// The closing is boxed: with its timer and read buffer it is about 1 KB, and a socket's
     /// task that awaits it inline is that large for the socket's whole life, not only while it
     /// closes.
-    pub fn close(mut self, reason: Option<CloseReason>) -> Pin<Box<dyn Future<Output = ()>>> {
+    pub fn close(mut self, reason: Option<CloseReason>) -> impl Future<Output = ()> {
         Box::pin(async move {
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
                 if self.send(ws::Message::Close(reason)).await.is_ok() {

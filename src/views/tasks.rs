@@ -31,8 +31,8 @@ const FORGOTTEN_KEPT: usize = 256;
 /// Each task's room-page markup, rendered once and reused for every page view until the task
 /// changes: a room page is mostly its tasks, and rendering 50 of them was most of a page
 /// view's CPU. An entry is used only while it was rendered from a task equal to the one being
-/// shown, every field compared, so an edit (or an id SQLite hands out again) can never show a
-/// stale copy.
+/// shown, every field compared, so an edit can never show a stale copy. (Ids are never reused,
+/// on either database, so a deleted task's id never comes back.)
 #[derive(Default)]
 pub struct TaskFragments {
     cache: Mutex<FragmentCache>,
@@ -62,7 +62,7 @@ impl TaskFragments {
     }
 
     /// Take before reading the tasks a page will show.
-    pub fn mark(&self) -> CacheMark {
+    fn mark(&self) -> CacheMark {
         CacheMark(self.lock().clock)
     }
 
@@ -99,7 +99,7 @@ impl TaskFragments {
 
     /// Drops deleted tasks' markup, and keeps it from coming back: call once the deletion is
     /// committed, so that a page which reads after this cannot see the tasks.
-    pub fn forget(&self, ids: &[TaskId]) {
+    fn forget(&self, ids: &[TaskId]) {
         let mut cache = self.lock();
         cache.clock += 1;
         let now = CacheMark(cache.clock);
@@ -486,7 +486,8 @@ mod tests {
         assert!(cache.entries.contains_key(&TaskId(2)));
         drop(cache);
 
-        // Read after the deletion: a task with that id again is a new task, and is kept.
+        // A page that read after the deletion is not refused: the deletion does not postdate
+        // its mark.
         page_tasks(&views, &tasks[..1], None, "t").unwrap();
         assert!(views.task_fragments.lock().entries.contains_key(&TaskId(1)));
     }
