@@ -1337,6 +1337,9 @@ struct FanoutResult {
     delivered: usize,
     latency: Summary,
     post_latency: Summary,
+    /// Per post, from just before its POST to its first and to its last delivery.
+    first_arrival: Summary,
+    last_arrival: Summary,
     first_error: Option<String>,
     cpu: CpuShare,
     curves: Vec<chart::Series>,
@@ -1469,21 +1472,39 @@ async fn fanout(
     }
     progress.set_message("waiting for deliveries");
     let subscribers = receivers.len();
-    let mut latencies = Vec::new();
+    let mut per_post: Vec<Vec<Duration>> = vec![Vec::new(); opts.posts];
     let sent_at = sent_at.lock().expect("sent_at").clone();
+    let mut open = Vec::with_capacity(receivers.len());
     for receiver in receivers {
-        let seen = receiver.await?;
+        let (seen, socket) = receiver.await?;
+        open.push(socket);
         for (k, arrived) in seen.into_iter().enumerate() {
             if let (Some(arrived), Some(sent)) = (arrived, sent_at[k])
                 && !failed_posts[k]
             {
-                latencies.push(arrived.saturating_duration_since(sent));
+                per_post[k].push(arrived.saturating_duration_since(sent));
             }
         }
     }
+    // Each post's first and last arrival: the first is the commit and the notification (the
+    // POST's own response may come later, queued behind the fan-out on its server), the gap to
+    // the last is the fan-out itself.
+    let (mut firsts, mut lasts) = (Vec::new(), Vec::new());
+    for arrivals in &per_post {
+        if let (Some(first), Some(last)) = (arrivals.iter().min(), arrivals.iter().max()) {
+            firsts.push(*first);
+            lasts.push(*last);
+        }
+    }
     let cpu = meter.stop(deployment.cpu_time());
+    stream::iter(open)
+        .for_each_concurrent(256, |mut socket| async move {
+            let _ = socket.close(None).await;
+        })
+        .await;
     progress.finish_and_clear();
     let good_posts = opts.posts - post_errors;
+    let mut latencies = per_post.concat();
     let latency = Summary::of(&mut latencies);
     let curves = vec![series(
         &format!(
@@ -1502,6 +1523,8 @@ async fn fanout(
         delivered: latencies.len(),
         latency,
         post_latency: Summary::of(&mut post_times),
+        first_arrival: Summary::of(&mut firsts),
+        last_arrival: Summary::of(&mut lasts),
         first_error,
         cpu,
         curves,
@@ -1517,6 +1540,8 @@ async fn fanout(
         result.latency.line()
     );
     println!("  POST itself: {}", result.post_latency.line());
+    println!("  a post's first delivery: {}", result.first_arrival.line());
+    println!("  a post's last delivery: {}", result.last_arrival.line());
     println!("  {}", result.cpu.line());
     if let Some(e) = &result.first_error {
         println!("  first failure: {e}");
@@ -1886,6 +1911,8 @@ impl Report {
                 o.expected
             );
             println!("  fan-out POST     {}", o.post_latency.line());
+            println!("  a post's first delivery {}", o.first_arrival.line());
+            println!("  a post's last delivery  {}", o.last_arrival.line());
         }
     }
 
@@ -1900,17 +1927,18 @@ impl Report {
             cores()
         );
         println!(
-            "  {:<28} {:>9} {:>8} {:>6} {:>6}",
-            "phase", "generator", "servers", "rest", "busy"
+            "  {:<28} {:>9} {:>8} {:>6} {:>6} {:>13}",
+            "phase", "generator", "servers", "rest", "busy", "disk stalls"
         );
         for (phase, c) in &rows {
             println!(
-                "  {:<28} {:>9.2} {:>8.2} {:>6.2} {:>5.0}%",
+                "  {:<28} {:>9.2} {:>8.2} {:>6.2} {:>5.0}% {:>10.0} ms",
                 phase,
                 c.generator_cores,
                 c.server_cores,
                 c.other_cores(),
-                100.0 * c.machine_cores / n
+                100.0 * c.machine_cores / n,
+                c.io_stalled_ms
             );
         }
         if let Some((phase, worst)) = rows
@@ -1925,7 +1953,10 @@ impl Report {
             );
         }
         println!(
-            "  (rest: PostgreSQL, Redis, pgbench and anything else on the machine; busy: the whole machine)"
+            "  (rest: PostgreSQL, Redis, pgbench and anything else on the machine; busy: the whole machine;"
+        );
+        println!(
+            "   disk stalls: time everything runnable waited on the disk, /proc/pressure/io, which holds up commits)"
         );
     }
 
@@ -2075,6 +2106,8 @@ impl Report {
                 "lost": o.lost(),
                 "delivery_latency": o.latency.json(),
                 "post_latency": o.post_latency.json(),
+                "first_delivery_per_post": o.first_arrival.json(),
+                "last_delivery_per_post": o.last_arrival.json(),
                 "cpu": o.cpu.json(),
             })),
             "client_js": self.js.as_ref().map(|js| json!({

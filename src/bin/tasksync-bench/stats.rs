@@ -183,13 +183,31 @@ fn machine_busy_time() -> Duration {
     Duration::from_micros(busy * 1_000_000 / hz)
 }
 
+/// How long every task on the machine that wanted to run was waiting on the disk at once, since
+/// boot (the `full` line of `/proc/pressure/io`); zero where the kernel has no pressure stall
+/// information. A PostgreSQL commit waits on its WAL flush, so this is the time commits (and
+/// the broadcasts that go out with them) may have been held up by the machine's disk.
+fn io_stalled_time() -> Duration {
+    let Ok(pressure) = fs::read_to_string("/proc/pressure/io") else {
+        return Duration::ZERO;
+    };
+    pressure
+        .lines()
+        .find(|l| l.starts_with("full "))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+        .and_then(|micros| micros.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_micros)
+}
+
 /// Where the CPU went during a phase: the generator's own share against the servers', and
-/// what the rest of the machine (PostgreSQL, Redis, anything else running) used.
+/// what the rest of the machine (PostgreSQL, Redis, anything else running) used; and how long
+/// the machine was stalled on its disk.
 pub struct CpuMeter {
     wall: Instant,
     generator: Duration,
     servers: Duration,
     machine: Duration,
+    io_stalled: Duration,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -200,6 +218,8 @@ pub struct CpuShare {
     pub server_cores: f64,
     /// Every process on the machine, the two above included.
     pub machine_cores: f64,
+    /// Milliseconds during which everything runnable waited on the disk (see [`io_stalled_time`]).
+    pub io_stalled_ms: f64,
 }
 
 impl CpuMeter {
@@ -209,6 +229,7 @@ impl CpuMeter {
             generator: own_cpu_time(),
             servers,
             machine: machine_busy_time(),
+            io_stalled: io_stalled_time(),
         }
     }
 
@@ -222,6 +243,10 @@ impl CpuMeter {
                 .saturating_sub(self.machine)
                 .as_secs_f64()
                 / wall,
+            io_stalled_ms: io_stalled_time()
+                .saturating_sub(self.io_stalled)
+                .as_secs_f64()
+                * 1000.0,
         }
     }
 }
@@ -240,19 +265,22 @@ impl CpuShare {
             "other_cores": round(self.other_cores()),
             "machine_busy_cores": round(self.machine_cores),
             "generator_share_of_machine": round(self.generator_cores / cores() as f64),
+            "io_stalled_ms": round(self.io_stalled_ms),
         })
     }
 
     pub fn line(&self) -> String {
         format!(
             "CPU: load generator {:.0}% of one core ({:.0}% of the machine), servers {:.0}%, \
-             rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores busy",
+             rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores busy; \
+             disk stalls {:.0} ms",
             self.generator_cores * 100.0,
             self.generator_cores * 100.0 / cores() as f64,
             self.server_cores * 100.0,
             self.other_cores() * 100.0,
             self.machine_cores * 100.0 / cores() as f64,
-            cores()
+            cores(),
+            self.io_stalled_ms
         )
     }
 }

@@ -159,13 +159,15 @@ pub fn hold(mut socket: Socket) -> JoinHandle<()> {
 }
 
 /// Reads a subscriber's frames until `posts` distinct marked posts have arrived or `until`;
-/// returns each post's arrival time, indexed by post number.
+/// returns each post's arrival time, indexed by post number, and the socket, still open: the
+/// caller closes the sockets once every subscriber is done, so the first ones to finish do not
+/// load the servers with closing handshakes while the last post is still on its way to others.
 pub async fn receive_posts(
     mut socket: Socket,
     marker: &str,
     posts: usize,
     until: tokio::time::Instant,
-) -> Vec<Option<std::time::Instant>> {
+) -> (Vec<Option<std::time::Instant>>, Socket) {
     let mut seen = vec![None; posts];
     let mut count = 0;
     while count < posts {
@@ -190,8 +192,7 @@ pub async fn receive_posts(
             }
         }
     }
-    let _ = socket.close(None).await;
-    seen
+    (seen, socket)
 }
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
