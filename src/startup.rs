@@ -34,7 +34,7 @@ use crate::{
     request_headers,
     session::Sessions,
     socket,
-    store::Store,
+    store::{KnownRooms, Store},
     views::Views,
     write_lane::WriteLane,
 };
@@ -48,6 +48,8 @@ pub struct Limits {
 /// Everything a request handler may need, built once at start-up.
 pub struct AppState {
     pub store: Store,
+    /// Rooms already found in `store`, so sockets opening in them skip the read.
+    pub known_rooms: KnownRooms,
     pub views: Views,
     pub limits: Limits,
     pub pubsub: PubSub,
@@ -115,6 +117,7 @@ impl Application {
         ));
         let state = web::Data::new(AppState {
             store: store.clone(),
+            known_rooms: KnownRooms::default(),
             views,
             limits: Limits {
                 max_tasks_per_room: settings.max_tasks_per_room,

@@ -12,15 +12,16 @@ pub async fn connect(
     sessions: web::Data<Sessions>,
 ) -> Result<HttpResponse, AppError> {
     let permit = admit_socket(&req, &state)?;
-    let room = state.store.find_room(room_id(&path)?).await?;
+    let room = room_id(&path)?;
+    state.known_rooms.check(&state.store, room).await?;
     let user = sessions.user(&req);
     let (response, pending) = socket::accept(&req, &[], state.presence.config.max_frame_bytes)
         .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
-    let span = tracing::info_span!("socket", kind = "presence", room = %room.id);
+    let span = tracing::info_span!("socket", kind = "presence", room = %room);
     let serve = connection::serve(
         pending,
         user,
-        room.id,
+        room,
         state.presence.clone(),
         state.shutdown.clone(),
     );

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::state::{NodeId, Person};
+use super::state::{NodeId, Person, PersonRef};
 use crate::models::{RoomId, UserId};
 
 /// A frame from a browser.
@@ -54,24 +54,19 @@ impl ClientFrame {
 /// person became a map of `Value`s first, and a join sends the whole room's list.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum PeopleFrame<'a> {
-    PresenceState {
-        users: &'a [Person],
-    },
-    PresenceDiff {
-        joins: &'a [Person],
-        leaves: &'a [Person],
-    },
+enum PeopleFrame<'a, P> {
+    PresenceState { users: &'a [P] },
+    PresenceDiff { joins: &'a [P], leaves: &'a [P] },
 }
 
-impl PeopleFrame<'_> {
+impl<P: Serialize> PeopleFrame<'_, P> {
     fn to_json(&self) -> String {
         // Serializing string keys and plain data into a String cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 }
 
-pub fn presence_state(people: &[Person]) -> String {
+pub fn presence_state(people: &[PersonRef<'_>]) -> String {
     PeopleFrame::PresenceState { users: people }.to_json()
 }
 
@@ -186,8 +181,12 @@ mod tests {
                 name: "Bob".into(),
             },
         ];
+        let listed = people.each_ref().map(|p| PersonRef {
+            id: p.id,
+            name: &p.name,
+        });
         assert_eq!(
-            presence_state(&people),
+            presence_state(&listed),
             r#"{"type":"presence_state","users":[{"id":1,"name":"Ada \"A\""},{"id":2,"name":"Bob"}]}"#
         );
         assert_eq!(

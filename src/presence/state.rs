@@ -34,6 +34,24 @@ pub struct Person {
     pub name: String,
 }
 
+/// A person as a `presence_state` frame lists them, borrowed from the room's state: a room's
+/// list is built for every socket that opens in it, and copying each name for it made a flood
+/// of joins into one room quadratic in allocations as well as in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PersonRef<'a> {
+    pub id: UserId,
+    pub name: &'a str,
+}
+
+impl From<PersonRef<'_>> for Person {
+    fn from(person: PersonRef<'_>) -> Self {
+        Person {
+            id: person.id,
+            name: person.name.to_owned(),
+        }
+    }
+}
+
 /// What changed in one room since the last flush.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
@@ -83,17 +101,22 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Who is in `room` now, sorted by name.
-    pub fn people(&self, room: RoomId) -> Vec<Person> {
-        let mut people: Vec<Person> = self
-            .rooms
-            .get(&room)
-            .map(RoomState::visible)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(id, name)| Person { id, name })
+    /// Who is in `room` now, sorted by name (then id). Someone with tabs here and on another
+    /// node is listed once, under the name this node has for them.
+    pub fn people(&self, room: RoomId) -> Vec<PersonRef<'_>> {
+        let Some(state) = self.rooms.get(&room) else {
+            return Vec::new();
+        };
+        let local = state.local.iter().map(|(id, (name, _))| (id, name));
+        let remote = state.remote.values().flat_map(|users| users.iter());
+        let mut people: Vec<PersonRef<'_>> = local
+            .chain(remote)
+            .map(|(id, name)| PersonRef { id: *id, name })
             .collect();
-        people.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        // A stable sort keeps this node's entry first among those with the same id.
+        people.sort_by_key(|p| p.id);
+        people.dedup_by_key(|p| p.id);
+        people.sort_unstable_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(&b.id)));
         people
     }
 
@@ -310,13 +333,17 @@ mod tests {
         }
     }
 
+    fn listed(p: &Presence) -> Vec<Person> {
+        p.people(ROOM).into_iter().map(Person::from).collect()
+    }
+
     #[test]
     fn a_person_with_several_tabs_is_listed_once_and_leaves_with_the_last() {
         let mut p = Presence::default();
         let ada = person(1, "Ada");
         assert!(p.open_tab(ROOM, &ada));
         assert!(!p.open_tab(ROOM, &ada));
-        assert_eq!(p.people(ROOM), vec![ada.clone()]);
+        assert_eq!(listed(&p), vec![ada.clone()]);
         assert_eq!(
             p.flush(),
             vec![Diff {
@@ -365,12 +392,28 @@ mod tests {
         p.open_tab(ROOM, &person(1, "Ada"));
         p.remote_join(NodeId(7), ROOM, person(1, "Ada"), now);
         p.remote_join(NodeId(7), ROOM, person(2, "Grace"), now);
-        assert_eq!(p.people(ROOM), vec![person(1, "Ada"), person(2, "Grace")]);
+        assert_eq!(listed(&p), vec![person(1, "Ada"), person(2, "Grace")]);
         p.flush();
         p.close_tab(ROOM, UserId(1));
         assert_eq!(p.flush(), vec![], "Ada is still present on node 7");
         p.remote_leave(NodeId(7), ROOM, UserId(1), now);
         assert_eq!(p.flush()[0].leaves, vec![person(1, "Ada")]);
+    }
+
+    #[test]
+    fn the_list_is_sorted_by_name_then_id_and_this_nodes_name_wins() {
+        let mut p = Presence::default();
+        let now = Instant::now();
+        p.remote_join(NodeId(7), ROOM, person(3, "Bob"), now);
+        p.remote_join(NodeId(7), ROOM, person(1, "Ada (before a rename)"), now);
+        p.remote_join(NodeId(8), ROOM, person(2, "Bob"), now);
+        p.remote_join(NodeId(8), ROOM, person(1, "Ada (before a rename)"), now);
+        p.open_tab(ROOM, &person(1, "Zed"));
+        assert_eq!(
+            listed(&p),
+            vec![person(2, "Bob"), person(3, "Bob"), person(1, "Zed")]
+        );
+        assert_eq!(p.people(RoomId(2)), vec![], "a room nobody is in");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! once, from the database URL, when the app starts. On SQLite, changes run through rusqlite on
 //! the write lane's thread ([`sqlite_writer`]); everything else runs through sqlx.
 
+mod known_rooms;
 mod sqlite_writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -14,6 +15,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use self::known_rooms::KnownRooms;
 use self::sqlite_writer::{SqliteTx, SqliteWriter};
 use crate::models::{
     DisplayName, LockVersion, NewTask, Room, RoomCounts, RoomId, RoomName, RoomSummary, Task,
