@@ -1054,6 +1054,13 @@ impl FloorResult {
     }
 }
 
+/// How long a server needs after its last request or socket close to have given its free
+/// memory back: it checks once every quiet period, and trims after the first one with nothing
+/// in it, so 1 to 2 periods after the last activity (`tasksync::memory`); a little more, so
+/// memory is never read just before the trim.
+const AFTER_A_BURST: Duration =
+    Duration::from_millis(2 * tasksync::memory::QUIET.as_millis() as u64 + 500);
+
 async fn flood(
     opts: &Options,
     deployment: &Deployment,
@@ -1067,8 +1074,9 @@ async fn flood(
         .map(|s| s.origin.clone())
         .collect();
     let identifier = ws::identifier(&room.signed_stream);
-    // Let the HTTP phase's connections wind down so "before" is the idle server.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the HTTP phase's connections wind down, and the servers give back what the burst
+    // left free, so "before" is the idle server.
+    tokio::time::sleep(AFTER_A_BURST).await;
     let rss_before_kib = deployment.rss_kib();
 
     let servers = deployment.pids();
@@ -1124,7 +1132,7 @@ async fn flood(
     for worker in workers {
         worker.stop().await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(AFTER_A_BURST).await;
     let rss_after_kib = deployment.rss_kib();
 
     // After tasksync's sockets are closed, so the two do not share the machine.
