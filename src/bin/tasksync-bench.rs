@@ -1033,6 +1033,11 @@ async fn machine_floor(n: usize, identifier: &str, room: i64) -> Result<FloorRes
     Ok(result)
 }
 
+fn per_handshake(cpu: &CpuShare, n: usize) -> Value {
+    let (generator, servers) = cpu.per_item_us(n);
+    json!({"generator": round(generator), "servers": round(servers)})
+}
+
 impl FloorResult {
     fn print(&self) {
         println!(
@@ -1040,16 +1045,20 @@ impl FloorResult {
         );
         println!("    /cable to confirm_subscription {}", self.cable.line());
         println!("    {}", self.cable_cpu.line());
+        println!("    {}", self.cable_cpu.burst_line(self.cable.count));
         println!("    presence to presence_state {}", self.presence.line());
         println!("    {}", self.presence_cpu.line());
+        println!("    {}", self.presence_cpu.burst_line(self.presence.count));
     }
 
     fn json(&self) -> Value {
         json!({
             "cable_handshake": self.cable.json(),
             "cable_cpu": self.cable_cpu.json(),
+            "cable_cpu_per_handshake_us": per_handshake(&self.cable_cpu, self.cable.count),
             "presence_handshake": self.presence.json(),
             "presence_cpu": self.presence_cpu.json(),
+            "presence_cpu_per_handshake_us": per_handshake(&self.presence_cpu, self.presence.count),
         })
     }
 }
@@ -1173,12 +1182,14 @@ async fn flood(
         result.cable_failures
     );
     println!("  {}", result.cable_cpu.line());
+    println!("  {}", result.cable_cpu.burst_line(n));
     println!(
         "  presence to presence_state {}, {} failed",
         result.presence.line(),
         result.presence_failures
     );
     println!("  {}", result.presence_cpu.line());
+    println!("  {}", result.presence_cpu.burst_line(n));
     if let Some(e) = &result.first_error {
         println!("  first failure: {e}");
     }
@@ -2078,9 +2089,11 @@ impl Report {
                 "cable_handshake": f.cable.json(),
                 "cable_failures": f.cable_failures,
                 "cable_cpu": f.cable_cpu.json(),
+                "cable_cpu_per_handshake_us": per_handshake(&f.cable_cpu, f.cable.count),
                 "presence_handshake": f.presence.json(),
                 "presence_failures": f.presence_failures,
                 "presence_cpu": f.presence_cpu.json(),
+                "presence_cpu_per_handshake_us": per_handshake(&f.presence_cpu, f.presence.count),
                 "floor": f.floor.json(),
             })),
             "hold": self.flood.as_ref().map(|f| json!({
