@@ -291,7 +291,7 @@ impl CpuShare {
         let total_ms = (generator + servers) * n as f64 / 1000.0;
         format!(
             "CPU a handshake: load generator {generator:.0} µs + servers {servers:.0} µs; \
-             all {n} took {total_ms:.1} ms of CPU, {:.1} ms on {} cores were none ever idle",
+             all {n} took {total_ms:.1} ms of CPU: {:.1} ms on {} cores if none were ever idle",
             total_ms / cores() as f64,
             cores()
         )
