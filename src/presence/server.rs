@@ -70,6 +70,9 @@ impl Default for PresenceConfig {
     }
 }
 
+/// Events taken at most from the publishing queue at once (see [`publish_events`]).
+const PUBLISHED_AT_ONCE: usize = 256;
+
 /// Commands handled in one go before the sockets opened among them are answered (see
 /// [`Server::run`]).
 const BATCH: usize = 256;
@@ -169,11 +172,13 @@ impl PresenceHandle {
         let _ = self.tx.send(Command::Typing { conn, typing }).await;
     }
 
-    /// An event from another node, as the pub/sub adapter received it.
+    /// Events from another node, as the pub/sub adapter received them (see [`protocol::pack`]).
     pub async fn remote(&self, payload: &str) {
-        match serde_json::from_str::<Event>(payload) {
-            Ok(event) => {
-                let _ = self.tx.send(Command::Remote(Box::new(event))).await;
+        match protocol::unpack(payload) {
+            Ok(events) => {
+                for event in events {
+                    let _ = self.tx.send(Command::Remote(Box::new(event))).await;
+                }
             }
             Err(err) => tracing::warn!(error = %err, "dropping an unreadable presence event"),
         }
@@ -196,23 +201,32 @@ impl PresenceHandle {
     }
 }
 
-/// Publishes events in order, off the presence task, so a slow backend never stalls it.
+/// Publishes events in order, off the presence task, so a slow backend never stalls it. The
+/// events waiting when one is published go out together, packed into as few messages as fit
+/// (see [`protocol::pack`]).
 async fn publish_events(pubsub: PubSub, mut events: mpsc::Receiver<Event>) {
-    while let Some(event) = events.recv().await {
-        let payload = match serde_json::to_string(&event) {
-            Ok(payload) => payload,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot encode a presence event");
-                continue;
+    let mut waiting = Vec::new();
+    while events.recv_many(&mut waiting, PUBLISHED_AT_ONCE).await > 0 {
+        let stop = waiting
+            .iter()
+            .any(|event| matches!(event, Event::Bye { .. }));
+        let encoded = waiting
+            .drain(..)
+            .filter_map(|event| match serde_json::to_string(&event) {
+                Ok(encoded) => Some(encoded),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot encode a presence event");
+                    None
+                }
+            });
+        for payload in protocol::pack(encoded, protocol::PACKED_BYTES) {
+            if let Err(err) = pubsub
+                .publish(Envelope::new(Topic::Presence, STREAM, payload))
+                .await
+            {
+                // Heartbeats carry the whole picture every few seconds, so a lost event heals.
+                tracing::warn!(error = %err, "presence events not published");
             }
-        };
-        let stop = matches!(event, Event::Bye { .. });
-        if let Err(err) = pubsub
-            .publish(Envelope::new(Topic::Presence, STREAM, payload))
-            .await
-        {
-            // Heartbeats carry the whole picture every few seconds, so a lost event heals.
-            tracing::warn!(error = %err, "presence event not published");
         }
         if stop {
             break;
@@ -576,6 +590,53 @@ mod tests {
         };
         let (_, list) = presence.open(RoomId(2), alone, outbound).await.unwrap();
         assert_eq!(listed(&list), vec![52]);
+    }
+
+    /// A crowd opening on one node reaches the others packed into a few messages, which they
+    /// unpack into everyone.
+    #[tokio::test]
+    async fn a_crowd_joining_on_one_node_reaches_another_in_a_few_messages() {
+        let (here, mut published) = handle();
+        let (there, _) = handle();
+        let room = RoomId(1);
+        let mut queues = Vec::new();
+        let opens = (1..=50).map(|id| {
+            let (outbound, queued) = mpsc::channel(8);
+            queues.push(queued);
+            let person = Person {
+                id: UserId(id),
+                name: format!("person {id:02}"),
+            };
+            here.open(room, person, outbound)
+        });
+        join_all(opens).await;
+
+        let (mut joins, mut messages) = (0, 0);
+        while joins < 50 {
+            let envelope = tokio::time::timeout(Duration::from_secs(5), published.recv())
+                .await
+                .expect("the joins are published")
+                .unwrap();
+            let events = protocol::unpack(&envelope.payload).unwrap();
+            let joined = events
+                .iter()
+                .filter(|e| matches!(e, Event::Join { .. }))
+                .count();
+            if joined > 0 {
+                joins += joined;
+                messages += 1;
+            }
+            there.remote(&envelope.payload).await;
+        }
+        assert!(messages < 5, "50 joins took {messages} messages");
+
+        let (outbound, _queued) = mpsc::channel(8);
+        let newcomer = Person {
+            id: UserId(51),
+            name: "person 51".into(),
+        };
+        let (_, list) = there.open(room, newcomer, outbound).await.unwrap();
+        assert_eq!(listed(&list), (1..=51).collect::<Vec<u64>>());
     }
 
     /// A socket whose task ended while it waited for its list leaves again: it is not left
