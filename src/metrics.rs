@@ -40,6 +40,8 @@ pub struct Metrics {
     pub db_pool_connections: IntGauge,
     pub db_pool_idle: IntGauge,
     pub db_pool_max: IntGauge,
+    pub task_markup_cached: IntGauge,
+    pub task_markup_bytes: IntGauge,
 }
 
 /// What the rest of the process knows at scrape time.
@@ -56,6 +58,8 @@ pub struct Snapshot {
     pub db_pool_connections: u64,
     pub db_pool_idle: u64,
     pub db_pool_max: u64,
+    pub task_markup_cached: u64,
+    pub task_markup_bytes: u64,
 }
 
 impl Default for Metrics {
@@ -168,6 +172,15 @@ impl Metrics {
                 "The most connections the pool may open: DATABASE_POOL_SIZE (with SQLite, plus \
                  its one writer connection).",
             )),
+            task_markup_cached: reg.gauge(Opts::new(
+                "task_markup_cached_tasks",
+                "Tasks whose page markup is cached for room pages (a deleted task's leaves once \
+                 the deletion is committed).",
+            )),
+            task_markup_bytes: reg.gauge(Opts::new(
+                "task_markup_cached_bytes",
+                "Bytes of cached task markup; the cache starts over past 2 MiB.",
+            )),
             recording: Arc::default(),
             registry,
         }
@@ -211,6 +224,8 @@ impl Metrics {
         self.db_pool_connections.set(gauge(now.db_pool_connections));
         self.db_pool_idle.set(gauge(now.db_pool_idle));
         self.db_pool_max.set(gauge(now.db_pool_max));
+        self.task_markup_cached.set(gauge(now.task_markup_cached));
+        self.task_markup_bytes.set(gauge(now.task_markup_bytes));
     }
 
     /// The registry in Prometheus's text exposition format.

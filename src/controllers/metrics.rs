@@ -10,6 +10,7 @@ use crate::{
     metrics::{CONTENT_TYPE, Snapshot},
     pubsub::Health,
     startup::AppState,
+    views,
 };
 
 pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -42,6 +43,7 @@ async fn snapshot(state: &AppState) -> Snapshot {
     let cable = state.cable.hub.stats().await;
     let presence = state.presence.stats().await;
     let pool = state.store.pool_stats();
+    let (markup_tasks, markup_bytes) = views::tasks::cache_size(&state.views);
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     Snapshot {
         cable_connections: count(cable.connections),
@@ -55,5 +57,7 @@ async fn snapshot(state: &AppState) -> Snapshot {
         db_pool_connections: u64::from(pool.open),
         db_pool_idle: count(pool.idle),
         db_pool_max: u64::from(pool.max),
+        task_markup_cached: count(markup_tasks),
+        task_markup_bytes: count(markup_bytes),
     }
 }

@@ -128,6 +128,12 @@ pub fn forget(views: &Views, ids: &[TaskId]) {
     views.task_fragments.forget(ids);
 }
 
+/// How much task markup the cache holds: tasks, and bytes of markup.
+pub fn cache_size(views: &Views) -> (usize, usize) {
+    let cache = views.task_fragments.lock();
+    (cache.entries.len(), cache.bytes)
+}
+
 /// Appends the room page's task list, for a viewer whose CSRF token is `csrf`, to `html`: each
 /// task from the cache (rendered on a miss and kept, if none of `tasks`, read after `mark`, has
 /// been deleted since), except the one the viewer is editing (`focus`), which is rendered with

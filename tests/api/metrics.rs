@@ -185,6 +185,41 @@ backend_tests! {
         drop(cable);
         scrape_until(&app, r#"tasksync_sockets_open{kind="cable"}"#, 0.0).await;
     }
+    // The room page keeps each task's markup; deleting tasks, one or all the completed ones,
+    // takes theirs out once committed, so deleted tasks do not sit in the cache.
+    async fn deleted_tasks_leave_the_task_markup_cache(_app: TestApp) {
+        let app = spawn_scrapeable(_app.backend).await;
+        let room = app.signed_in_room().await;
+        let mut tasks = Vec::new();
+        for title in ["One", "Two", "Three", "Four"] {
+            tasks.push(app.create_task(room, title).await);
+        }
+        app.get_html(&format!("/rooms/{room}")).await;
+        let cached = |text: &str| sample(text, "tasksync_task_markup_cached_tasks");
+        let text = scrape(&app).await;
+        assert_eq!(cached(&text), Some(4.0), "{text}");
+        assert!(sample(&text, "tasksync_task_markup_cached_bytes").unwrap() > 100.0, "{text}");
+
+        let res = app
+            .post_turbo(&format!("/rooms/{room}/tasks/{}", tasks[0]), &[("_method", "delete")])
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(cached(&scrape(&app).await), Some(3.0));
+
+        for task in &tasks[1..3] {
+            let done = [("_method", "patch"), ("task[done]", "true"), ("task[lock_version]", "0")];
+            let res = app.post_turbo(&format!("/rooms/{room}/tasks/{task}"), &done).await;
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        let res = app
+            .post_turbo(&format!("/rooms/{room}/tasks/completed"), &[("_method", "delete")])
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        // Only "Four" is left, in the cache as on the page.
+        assert_eq!(cached(&scrape(&app).await), Some(1.0));
+        app.get_html(&format!("/rooms/{room}")).await;
+        assert_eq!(cached(&scrape(&app).await), Some(1.0));
+    }
 }
 
 #[tokio::test]
