@@ -35,8 +35,8 @@ pub struct Person {
 }
 
 /// A person as a `presence_state` frame lists them, borrowed from the room's state: a room's
-/// list is built for every socket that opens in it, and copying each name for it made a flood
-/// of joins into one room quadratic in allocations as well as in bytes.
+/// list is built whenever sockets open in it, and copying every name into each list made a
+/// flood of joins into one room quadratic in allocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PersonRef<'a> {
     pub id: UserId,
