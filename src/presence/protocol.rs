@@ -117,39 +117,34 @@ pub enum Event {
     Sync { node: NodeId },
 }
 
-/// Largest payload [`pack`] puts several events into: within what PostgreSQL's `NOTIFY` carries
-/// inline (see `pubsub::postgres`). One event larger than this still travels, alone.
-pub const PACKED_BYTES: usize = 7_000;
-
-/// Packs encoded events, in order, into as few payloads of at most `limit` bytes as they fit:
+/// Packs encoded events, in order, into as few payloads of at most `limit` bytes as they fit
+/// (one event larger than that still travels, alone):
 /// a payload of one event is that event's JSON object, as nodes have always sent them; one of
 /// several is a JSON array of them. A crowd joining a room on one node then reaches the others
 /// as a few messages instead of one `NOTIFY` (one transaction) per person. A node from before
 /// arrays cannot read them and drops them; its view heals at the next heartbeat (2 s).
 pub fn pack(encoded: impl IntoIterator<Item = String>, limit: usize) -> Vec<String> {
-    fn payload(batch: &mut Vec<String>) -> String {
-        let payload = match batch.len() {
-            1 => batch.remove(0),
-            _ => format!("[{}]", batch.join(",")),
-        };
-        batch.clear();
-        payload
-    }
-    let mut payloads = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
-    let mut len = 1;
+    // Each group with its length as an array: brackets, events and the commas between them.
+    let mut groups: Vec<(Vec<String>, usize)> = Vec::new();
     for event in encoded {
-        if !batch.is_empty() && len + event.len() + 1 > limit {
-            payloads.push(payload(&mut batch));
-            len = 1;
+        match groups.last_mut() {
+            Some((group, len)) if *len + 1 + event.len() <= limit => {
+                *len += 1 + event.len();
+                group.push(event);
+            }
+            _ => {
+                let len = event.len() + 2;
+                groups.push((vec![event], len));
+            }
         }
-        len += event.len() + 1;
-        batch.push(event);
     }
-    if !batch.is_empty() {
-        payloads.push(payload(&mut batch));
-    }
-    payloads
+    groups
+        .into_iter()
+        .map(|(mut group, _)| match group.as_mut_slice() {
+            [one] => std::mem::take(one),
+            _ => format!("[{}]", group.join(",")),
+        })
+        .collect()
 }
 
 /// The events in a payload [`pack`] made: one object, or an array of them.
@@ -256,19 +251,20 @@ mod tests {
             })
             .collect();
         let encoded = || events.iter().map(|e| serde_json::to_string(e).unwrap());
-        let payloads = pack(encoded(), PACKED_BYTES);
+        const LIMIT: usize = 7_000;
+        let payloads = pack(encoded(), LIMIT);
         assert!(payloads.len() > 1, "200 joins do not fit in one payload");
-        assert!(payloads.iter().all(|p| p.len() <= PACKED_BYTES));
+        assert!(payloads.iter().all(|p| p.len() <= LIMIT));
         let unpacked: Vec<Event> = payloads.iter().flat_map(|p| unpack(p).unwrap()).collect();
         assert_eq!(unpacked, events);
 
         // One event is sent as it always was, an object; one over the limit still goes, alone.
-        let one = pack(encoded().take(1), PACKED_BYTES);
+        let one = pack(encoded().take(1), LIMIT);
         assert_eq!(one, vec![serde_json::to_string(&events[0]).unwrap()]);
         assert_eq!(unpack(&one[0]).unwrap(), vec![events[0].clone()]);
         let tiny = pack(encoded().take(3), 10);
         assert_eq!(tiny.len(), 3);
-        assert_eq!(pack(Vec::new(), PACKED_BYTES), Vec::<String>::new());
+        assert_eq!(pack(Vec::new(), LIMIT), Vec::<String>::new());
         assert!(unpack("[{\"kind\":\"nope\"}]").is_err());
     }
 

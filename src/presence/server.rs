@@ -22,7 +22,7 @@ use super::{
 use crate::{
     cable::ConnectionId,
     models::{RoomId, UserId},
-    pubsub::{Envelope, PubSub, Topic},
+    pubsub::{self, Envelope, PubSub, Topic},
 };
 
 /// The stream every presence event travels on.
@@ -202,9 +202,11 @@ impl PresenceHandle {
 }
 
 /// Publishes events in order, off the presence task, so a slow backend never stalls it. The
-/// events waiting when one is published go out together, packed into as few messages as fit
-/// (see [`protocol::pack`]).
+/// events waiting when one is published go out together, packed into as few messages as the
+/// adapters carry as they are (see [`protocol::pack`] and [`pubsub::INLINE_LIMIT`]).
 async fn publish_events(pubsub: PubSub, mut events: mpsc::Receiver<Event>) {
+    let envelope = Envelope::new(Topic::Presence, STREAM, "").encode().len();
+    let limit = pubsub::INLINE_LIMIT - envelope;
     let mut waiting = Vec::new();
     while events.recv_many(&mut waiting, PUBLISHED_AT_ONCE).await > 0 {
         let stop = waiting
@@ -219,7 +221,7 @@ async fn publish_events(pubsub: PubSub, mut events: mpsc::Receiver<Event>) {
                     None
                 }
             });
-        for payload in protocol::pack(encoded, protocol::PACKED_BYTES) {
+        for payload in protocol::pack(encoded, limit) {
             if let Err(err) = pubsub
                 .publish(Envelope::new(Topic::Presence, STREAM, payload))
                 .await

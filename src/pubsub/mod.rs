@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 pub use self::{
     in_process::InProcess,
-    postgres::PostgresPubSub,
+    postgres::{INLINE_LIMIT, PostgresPubSub},
     redis::RedisPubSub,
     sequencer::{Delivery, Sequencer},
 };

@@ -49,7 +49,7 @@ const PUBLISHER_APPLICATION_NAME: &str = "tasksync-pubsub";
 
 /// Largest encoded envelope sent inline; PostgreSQL rejects payloads of 8000 bytes or more, and
 /// the margin leaves room should the wire format grow a field.
-const INLINE_LIMIT: usize = 7900;
+pub const INLINE_LIMIT: usize = 7900;
 
 /// Marks a notification that names a stored payload. Inline payloads start with the wire
 /// version (`v1\t`), so the two never collide.
