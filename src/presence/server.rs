@@ -535,6 +535,37 @@ mod tests {
         )
     }
 
+    fn person(id: u64) -> Person {
+        Person {
+            id: UserId(id),
+            name: format!("person {id:02}"),
+        }
+    }
+
+    /// Opens a socket for `person(id)` in `room`: its `presence_state`, and its queue, which
+    /// must be kept for the socket to stay in the room.
+    async fn open(
+        presence: &PresenceHandle,
+        room: RoomId,
+        id: u64,
+    ) -> (ByteString, mpsc::Receiver<Queued>) {
+        let (outbound, queued) = mpsc::channel(8);
+        let (_, list) = presence.open(room, person(id), outbound).await.unwrap();
+        (list, queued)
+    }
+
+    /// Opens sockets for people 1 to `n` in `room` at once: their lists, and their queues.
+    async fn open_crowd(
+        presence: &PresenceHandle,
+        room: RoomId,
+        n: u64,
+    ) -> (Vec<ByteString>, Vec<mpsc::Receiver<Queued>>) {
+        join_all((1..=n).map(|id| open(presence, room, id)))
+            .await
+            .into_iter()
+            .unzip()
+    }
+
     fn listed(frame: &str) -> Vec<u64> {
         let frame: serde_json::Value = serde_json::from_str(frame).unwrap();
         assert_eq!(frame["type"], "presence_state");
@@ -552,45 +583,17 @@ mod tests {
     async fn sockets_opening_together_get_one_list_with_everyone_in_it() {
         let (presence, _published) = handle();
         let room = RoomId(1);
-        let mut queues = Vec::new();
-        let opens = (1..=50).map(|id| {
-            let (outbound, queued) = mpsc::channel(8);
-            queues.push(queued);
-            let person = Person {
-                id: UserId(id),
-                name: format!("person {id:02}"),
-            };
-            presence.open(room, person, outbound)
-        });
-        let opened: Vec<_> = join_all(opens)
-            .await
-            .into_iter()
-            .map(Option::unwrap)
-            .collect();
+        let (lists, _queues) = open_crowd(&presence, room, 50).await;
         let everyone: Vec<u64> = (1..=50).collect();
-        for (_, list) in &opened {
+        for list in &lists {
             assert_eq!(listed(list), everyone);
-            assert_eq!(
-                list.as_ptr(),
-                opened[0].1.as_ptr(),
-                "the same bytes, shared"
-            );
+            assert_eq!(list.as_ptr(), lists[0].as_ptr(), "the same bytes, shared");
         }
 
         // One who opens later gets the list as it is then, and a room of their own is theirs.
-        let (outbound, _queued) = mpsc::channel(8);
-        let late = Person {
-            id: UserId(51),
-            name: "person 51".into(),
-        };
-        let (_, list) = presence.open(room, late, outbound).await.unwrap();
+        let (list, _late) = open(&presence, room, 51).await;
         assert_eq!(listed(&list).len(), 51);
-        let (outbound, _queued) = mpsc::channel(8);
-        let alone = Person {
-            id: UserId(52),
-            name: "person 52".into(),
-        };
-        let (_, list) = presence.open(RoomId(2), alone, outbound).await.unwrap();
+        let (list, _alone) = open(&presence, RoomId(2), 52).await;
         assert_eq!(listed(&list), vec![52]);
     }
 
@@ -601,17 +604,7 @@ mod tests {
         let (here, mut published) = handle();
         let (there, _) = handle();
         let room = RoomId(1);
-        let mut queues = Vec::new();
-        let opens = (1..=50).map(|id| {
-            let (outbound, queued) = mpsc::channel(8);
-            queues.push(queued);
-            let person = Person {
-                id: UserId(id),
-                name: format!("person {id:02}"),
-            };
-            here.open(room, person, outbound)
-        });
-        join_all(opens).await;
+        let (_, _queues) = open_crowd(&here, room, 50).await;
 
         let (mut joins, mut messages) = (0, 0);
         while joins < 50 {
@@ -632,12 +625,7 @@ mod tests {
         }
         assert!(messages < 5, "50 joins took {messages} messages");
 
-        let (outbound, _queued) = mpsc::channel(8);
-        let newcomer = Person {
-            id: UserId(51),
-            name: "person 51".into(),
-        };
-        let (_, list) = there.open(room, newcomer, outbound).await.unwrap();
+        let (list, _newcomer) = open(&there, room, 51).await;
         assert_eq!(listed(&list), (1..=51).collect::<Vec<u64>>());
     }
 
@@ -648,26 +636,17 @@ mod tests {
         let (presence, _published) = handle();
         let room = RoomId(1);
         let (outbound, _queued) = mpsc::channel(8);
-        let ghost = Person {
-            id: UserId(1),
-            name: "gone".into(),
-        };
         // Polled once, so the open is queued, then dropped before the answer comes.
         assert!(
             presence
-                .open(room, ghost, outbound)
+                .open(room, person(1), outbound)
                 .now_or_never()
                 .is_none()
         );
         tokio::task::yield_now().await;
         assert_eq!(presence.stats().await.connections, 0);
 
-        let (outbound, _queued) = mpsc::channel(8);
-        let next = Person {
-            id: UserId(2),
-            name: "next".into(),
-        };
-        let (_, list) = presence.open(room, next, outbound).await.unwrap();
+        let (list, _next) = open(&presence, room, 2).await;
         assert_eq!(listed(&list), vec![2]);
         assert_eq!(presence.stats().await.connections, 1);
     }

@@ -43,15 +43,6 @@ pub struct PersonRef<'a> {
     pub name: &'a str,
 }
 
-impl From<PersonRef<'_>> for Person {
-    fn from(person: PersonRef<'_>) -> Self {
-        Person {
-            id: person.id,
-            name: person.name.to_owned(),
-        }
-    }
-}
-
 /// What changed in one room since the last flush.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
@@ -334,7 +325,10 @@ mod tests {
     }
 
     fn listed(p: &Presence) -> Vec<Person> {
-        p.people(ROOM).into_iter().map(Person::from).collect()
+        p.people(ROOM)
+            .into_iter()
+            .map(|p| person(p.id.0, p.name))
+            .collect()
     }
 
     #[test]
