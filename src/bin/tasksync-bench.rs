@@ -1787,31 +1787,27 @@ impl Report {
                 ),
                 f.presence.p50 <= 5.0 && f.presence.p99 <= 30.0 && f.presence_failures == 0,
             ));
-            floor_note = Some(format!(
-                "  (the machine's floor, a bare WebSocket server flooded by the same clients: \
-                 /cable p50 {:.2} / p99 {:.2} ms, presence p50 {:.2} / p99 {:.2} ms; \
-                 tasksync at {:.1}x and {:.1}x the floor's p50)",
-                f.floor.cable.p50,
-                f.floor.cable.p99,
-                f.floor.presence.p50,
-                f.floor.presence.p99,
-                f.cable.p50 / f.floor.cable.p50.max(1e-9),
-                f.presence.p50 / f.floor.presence.p50.max(1e-9),
-            ));
             // What the CPU alone allows: the first half of a flood done in 5 ms on every core,
             // and all of it in 30 ms, bound the CPU a handshake may cost both sides together.
             let n = f.cable.count.max(1) as f64;
             let (generator, _) = f.cable_cpu.per_item_us(f.cable.count);
             let budget_p50 = 5_000.0 * cores() as f64 / (n / 2.0);
             let budget_p99 = 30_000.0 * cores() as f64 / n;
-            floor_note = floor_note.map(|note| {
-                format!(
-                    "{note}\n  (on {} cores a p50 of 5 ms allows at most {budget_p50:.0} µs of CPU a handshake, \
-                     both sides together, and a p99 of 30 ms {budget_p99:.0} µs; the load generator \
-                     alone used {generator:.0} µs a /cable handshake)",
-                    cores()
-                )
-            });
+            floor_note = Some(format!(
+                "  (the machine's floor, a bare WebSocket server flooded by the same clients: \
+                 /cable p50 {:.2} / p99 {:.2} ms, presence p50 {:.2} / p99 {:.2} ms; \
+                 tasksync at {:.1}x and {:.1}x the floor's p50)\n  \
+                 (on {} cores a p50 of 5 ms allows at most {budget_p50:.0} µs of CPU a handshake, \
+                 both sides together, and a p99 of 30 ms {budget_p99:.0} µs; the load generator \
+                 alone used {generator:.0} µs a /cable handshake)",
+                f.floor.cable.p50,
+                f.floor.cable.p99,
+                f.floor.presence.p50,
+                f.floor.presence.p99,
+                f.cable.p50 / f.floor.cable.p50.max(1e-9),
+                f.presence.p50 / f.floor.presence.p50.max(1e-9),
+                cores(),
+            ));
             if f.pairs >= 10_000 {
                 rows.push((
                     format!(
