@@ -1,24 +1,26 @@
-//! The machine's floor for the WebSocket floods: a bare WebSocket server (tokio-tungstenite,
-//! no session, no database, no hub) that speaks just enough of both protocols for the
-//! benchmark's clients: a `welcome` on connect and a `confirm_subscription` for a subscribe on
-//! `/cable`, a `presence_state` at once on any other path. It runs as a process of its own
-//! (this same binary, started with `--floor-server`, on the runtime tasksync uses: tokio, one
-//! worker thread per core), so flooding it with the same clients in the same run gives the
-//! handshake time that the kernel, the runtime and the generator alone cost on this machine.
+//! The machine's floor for the WebSocket floods: the least a WebSocket server can do. It reads
+//! the upgrade request, answers 101 with the accept key and the first message (`welcome` on
+//! `/cable`, an empty `presence_state` elsewhere) in one write, and answers a subscribe with a
+//! `confirm_subscription`: no session, no database, no hub, no WebSocket library, only bytes
+//! formatted here. It runs as a process of its own (this same binary, started with
+//! `--floor-server`, on the runtime tasksync uses: tokio, one worker thread per core), so
+//! flooding it with the same clients in the same run gives the handshake time that the kernel's
+//! TCP, the runtime and the generator alone cost on this machine.
 
 use std::{net::SocketAddr, process::Stdio};
 
 use anyhow::{Context as _, Result};
-use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpSocket, TcpStream},
     process::{Child, Command},
 };
 use tokio_tungstenite::tungstenite::{
-    Message,
-    handshake::server::{Request, Response},
+    handshake::derive_accept_key,
+    protocol::frame::coding::{Control, Data, OpCode},
 };
+
+use crate::ws::{frame, header};
 
 pub const SERVER_FLAG: &str = "--floor-server";
 
@@ -34,7 +36,8 @@ pub async fn server() -> Result<()> {
     let accept = async {
         loop {
             let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream));
+            // A client that breaks the protocol only ends its own connection.
+            tokio::spawn(async move { serve(stream).await.ok() });
         }
         #[allow(unreachable_code)]
         anyhow::Ok(())
@@ -49,40 +52,66 @@ pub async fn server() -> Result<()> {
     }
 }
 
-async fn serve(stream: TcpStream) {
-    let mut path = String::new();
-    // The error type is tungstenite's (`Callback`), not ours to shrink.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, mut response: Response| {
-        path = request.uri().path().to_owned();
-        if let Some(protocol) = request.headers().get("Sec-WebSocket-Protocol") {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", protocol.clone());
+const TEXT: OpCode = OpCode::Data(Data::Text);
+
+async fn serve(mut stream: TcpStream) -> Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        if read_more(&mut stream, &mut buf).await? == 0 {
+            return Ok(());
         }
-        Ok(response)
-    };
-    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-        return;
-    };
-    let first = if path == "/cable" {
-        r#"{"type":"welcome"}"#
-    } else {
-        r#"{"type":"presence_state","people":[]}"#
-    };
-    if socket.send(Message::text(first)).await.is_err() {
-        return;
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut request = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(length) = request.parse(&buf)? else {
+            continue;
+        };
+        let key = header(request.headers, "Sec-WebSocket-Key").context("no key")?;
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: {}\r\n",
+            derive_accept_key(key)
+        );
+        // The clients ask for one protocol at most: agree to it.
+        if let Some(protocol) = header(request.headers, "Sec-WebSocket-Protocol") {
+            answer += &format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                std::str::from_utf8(protocol)?
+            );
+        }
+        answer += "\r\n";
+        let first: &[u8] = if request.path == Some("/cable") {
+            br#"{"type":"welcome"}"#
+        } else {
+            br#"{"type":"presence_state","people":[]}"#
+        };
+        let mut out = answer.into_bytes();
+        out.extend(frame::encode(TEXT, first, None));
+        stream.write_all(&out).await?;
+        buf.drain(..length);
+        break;
     }
-    while let Some(Ok(message)) = socket.next().await {
-        if let Message::Text(text) = message
-            && text.contains("\"subscribe\"")
-        {
-            let confirm = r#"{"type":"confirm_subscription","identifier":""}"#;
-            if socket.send(Message::text(confirm)).await.is_err() {
-                return;
+    loop {
+        while let Some((opcode, payload)) = frame::take(&mut buf)? {
+            match opcode {
+                OpCode::Data(Data::Text) if payload.windows(11).any(|w| w == b"\"subscribe\"") => {
+                    let confirm = br#"{"type":"confirm_subscription","identifier":""}"#;
+                    stream
+                        .write_all(&frame::encode(TEXT, confirm, None))
+                        .await?;
+                }
+                OpCode::Control(Control::Close) => return Ok(()),
+                _ => {}
             }
         }
+        if read_more(&mut stream, &mut buf).await? == 0 {
+            return Ok(());
+        }
     }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(2048);
+    stream.read_buf(buf).await
 }
 
 /// A running floor server; stopped (stdin closed, then killed) on drop.
@@ -117,5 +146,37 @@ impl Floor {
     pub async fn stop(mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::ws;
+
+    /// The generator's clients against the floor server's `serve`: both handshakes complete,
+    /// and the sockets they return go on speaking WebSocket (through tungstenite).
+    #[tokio::test]
+    async fn the_generators_clients_open_both_sockets_on_the_floor_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(stream));
+            }
+        });
+        let mut cable = ws::cable(&origin, "a=b", &ws::identifier("s"), None)
+            .await
+            .unwrap();
+        let subscribe = r#"{"command":"subscribe","identifier":"again"}"#;
+        cable.send(Message::text(subscribe)).await.unwrap();
+        let confirm = cable.next().await.unwrap().unwrap();
+        assert!(confirm.to_text().unwrap().contains("confirm_subscription"));
+        ws::presence(&origin, "a=b", 1, None).await.unwrap();
     }
 }
