@@ -5,9 +5,9 @@
 //! 8 KiB read and an 8 KiB write buffer and a few KiB of its own state, however quiet the socket
 //! is: most of what a held socket cost. Here the request still goes through the whole
 //! application (middleware, routing, the handlers' Origin, admission and session checks); a
-//! handler that takes the socket answers with [`accept`], and once that `101` is written the
-//! connection itself goes to the socket's task as a [`WebSocket`]. Nothing of the HTTP side is
-//! left holding it.
+//! handler that takes the socket answers with [`accept`], and the connection itself goes to the
+//! socket's task as a [`WebSocket`], with that `101` encoded and waiting to leave in the same
+//! write as the socket's first message. Nothing of the HTTP side is left holding it.
 
 use std::rc::Rc;
 
@@ -34,7 +34,8 @@ use crate::request_headers;
 
 /// Answers a WebSocket handshake: the `101` response, naming the first of the client's offered
 /// subprotocols that is in `protocols` (none if none is), and the socket that connection
-/// becomes once the response is written. Messages on it are limited to `max_bytes`.
+/// becomes, the response waiting in it to be written. Messages on it are limited to
+/// `max_bytes`.
 pub fn accept(
     req: &HttpRequest,
     protocols: &[&str],
@@ -61,7 +62,7 @@ fn chosen_protocol<'a>(req: &HttpRequest, protocols: &[&'a str]) -> Option<&'a s
         .find_map(|offered| protocols.iter().find(|ours| **ours == offered).copied())
 }
 
-/// Where the connection goes once the `101` is written; carried in the response's extensions.
+/// Where the connection goes once the `101` is encoded; carried in the response's extensions.
 struct Handoff {
     socket: oneshot::Sender<WebSocket>,
     max_bytes: usize,
@@ -71,7 +72,8 @@ struct Handoff {
 pub struct Pending(oneshot::Receiver<WebSocket>);
 
 impl Pending {
-    /// The socket, once its `101` is written; `None` if the connection was lost before.
+    /// The socket, its `101` waiting to be written (see [`WebSocket::new`]); `None` if the
+    /// connection was lost before.
     pub async fn socket(self) -> Option<WebSocket> {
         self.0.await.ok()
     }
@@ -110,9 +112,9 @@ where
     })
 }
 
-/// Serves one connection whose request asked for an upgrade: runs the request through `app`,
-/// writes the answer and, when a handler accepted the socket (see [`accept`]), hands the
-/// connection to the socket's task and returns, freeing the HTTP/1 dispatcher that called it.
+/// Serves one connection whose request asked for an upgrade: runs the request through `app`
+/// and, when a handler accepted the socket (see [`accept`]), hands the connection with the
+/// encoded `101` to the socket's task and returns, freeing the HTTP/1 dispatcher that called it.
 /// Any other answer (a refused handshake, or a path that takes no socket) is written with
 /// `Connection: close`.
 ///
@@ -142,9 +144,9 @@ where
     let handoff = response.extensions_mut().remove::<Handoff>();
     let written = match handoff {
         Some(handoff) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            match write_head(&mut io, &mut codec, response).await {
-                Ok(()) => {
-                    let socket = WebSocket::new(io, read_buf, handoff.max_bytes);
+            match encode_head(&mut codec, response) {
+                Ok(head) => {
+                    let socket = WebSocket::new(io, read_buf, head, handoff.max_bytes);
                     // A socket task that is already gone drops the connection with it.
                     let _ = handoff.socket.send(socket);
                     return Ok(());
@@ -161,16 +163,13 @@ where
     Ok(())
 }
 
-/// Writes the head of a `101`, which has no body.
-async fn write_head(
-    io: &mut TcpStream,
-    codec: &mut h1::Codec,
-    response: Response<BoxBody>,
-) -> std::io::Result<()> {
+/// The head of a `101`, which has no body, as bytes for the socket to write ahead of its first
+/// message: one write instead of two, and one wakeup of the client fewer, on every handshake.
+fn encode_head(codec: &mut h1::Codec, response: Response<BoxBody>) -> std::io::Result<BytesMut> {
     let (head, body) = response.into_parts();
     let mut out = BytesMut::new();
     codec.encode(h1::Message::Item((head, body.size())), &mut out)?;
-    io.write_all(&out).await
+    Ok(out)
 }
 
 /// Writes a response that did not upgrade, whole, for a connection that closes after it.

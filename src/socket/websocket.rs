@@ -69,15 +69,18 @@ pub struct WebSocket {
 }
 
 impl WebSocket {
-    /// The socket on `io`, whose handshake has been answered; `read` holds whatever the client
-    /// sent right behind its handshake. Messages are limited to `max_bytes`.
-    pub fn new(io: TcpStream, read: BytesMut, max_bytes: usize) -> Self {
+    /// The socket on `io`. `read` holds whatever the client sent right behind its handshake;
+    /// `unsent` what is still to be written before any frame: the handshake's `101`, which so
+    /// leaves in the same write as the socket's first message (or before the socket first
+    /// waits for the client: [`recv`](Self::recv) writes what is pending). Messages are limited
+    /// to `max_bytes`.
+    pub fn new(io: TcpStream, read: BytesMut, unsent: BytesMut, max_bytes: usize) -> Self {
         Self {
             io,
             codec: ws::Codec::new().max_size(max_bytes),
             max_bytes,
             read,
-            out: BytesMut::new(),
+            out: unsent,
             partial: None,
         }
     }
@@ -256,12 +259,65 @@ mod tests {
 
     /// A server socket limited to `max_bytes`, and the client's end of its connection.
     async fn pair(max_bytes: usize) -> (WebSocket, TcpStream) {
+        pair_unsent(max_bytes, b"").await
+    }
+
+    /// [`pair`], with `unsent` waiting to be written ahead of any frame.
+    async fn pair_unsent(max_bytes: usize, unsent: &[u8]) -> (WebSocket, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (WebSocket::new(server, BytesMut::new(), max_bytes), client)
+        let unsent = BytesMut::from(unsent);
+        (
+            WebSocket::new(server, BytesMut::new(), unsent, max_bytes),
+            client,
+        )
+    }
+
+    /// Reads from the client's end until `want` bytes have come, within 5 s.
+    async fn read_exactly(client: &mut TcpStream, want: usize) -> Vec<u8> {
+        let mut got = vec![0u8; want];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the bytes within 5 s")
+            .unwrap();
+        got
+    }
+
+    /// A server frame (unmasked) of one short text message.
+    fn server_text(text: &str) -> Vec<u8> {
+        let mut frame = vec![0x81, text.len() as u8];
+        frame.extend_from_slice(text.as_bytes());
+        frame
+    }
+
+    #[tokio::test]
+    async fn the_unsent_handshake_leaves_ahead_of_the_first_message() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let (mut socket, mut client) = pair_unsent(64, head).await;
+        socket.text("welcome").await.unwrap();
+        let mut expected = head.to_vec();
+        expected.extend(server_text("welcome"));
+        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_first_waits_for_the_client_still_writes_the_handshake() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let (mut socket, mut client) = pair_unsent(64, head).await;
+        // The client speaks only once it has the whole 101, as a real one does.
+        let server = tokio::spawn(async move { recv(&mut socket).await });
+        assert_eq!(read_exactly(&mut client, head.len()).await, head);
+        client
+            .write_all(&client_frames(vec![Message::Text("hi".into())]))
+            .await
+            .unwrap();
+        assert_eq!(
+            server.await.unwrap().unwrap().unwrap(),
+            Incoming::Text(ByteString::from_static("hi"))
+        );
     }
 
     /// Frames as a client sends them (masked).
