@@ -53,6 +53,8 @@ pub async fn server() -> Result<()> {
 }
 
 const TEXT: OpCode = OpCode::Data(Data::Text);
+/// What marks a client's frame as a subscribe command.
+const SUBSCRIBE: &[u8] = br#""subscribe""#;
 
 async fn serve(mut stream: TcpStream) -> Result<()> {
     let mut buf = Vec::new();
@@ -93,7 +95,7 @@ async fn serve(mut stream: TcpStream) -> Result<()> {
     loop {
         while let Some((opcode, payload)) = frame::take(&mut buf)? {
             match opcode {
-                OpCode::Data(Data::Text) if payload.windows(11).any(|w| w == b"\"subscribe\"") => {
+                TEXT if payload.windows(SUBSCRIBE.len()).any(|w| w == SUBSCRIBE) => {
                     let confirm = br#"{"type":"confirm_subscription","identifier":""}"#;
                     stream
                         .write_all(&frame::encode(TEXT, confirm, None))
@@ -170,13 +172,22 @@ mod tests {
                 tokio::spawn(serve(stream));
             }
         });
-        let mut cable = ws::cable(&origin, "a=b", &ws::identifier("s"), None)
-            .await
-            .unwrap();
+        const WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+        use tokio::time::timeout as within;
+        let mut cable = within(
+            WITHIN,
+            ws::cable(&origin, "a=b", &ws::identifier("s"), None),
+        )
+        .await
+        .expect("confirmed within 5 s")
+        .unwrap();
         let subscribe = r#"{"command":"subscribe","identifier":"again"}"#;
         cable.send(Message::text(subscribe)).await.unwrap();
         let confirm = cable.next().await.unwrap().unwrap();
         assert!(confirm.to_text().unwrap().contains("confirm_subscription"));
-        ws::presence(&origin, "a=b", 1, None).await.unwrap();
+        within(WITHIN, ws::presence(&origin, "a=b", 1, None))
+            .await
+            .expect("presence_state within 5 s")
+            .unwrap();
     }
 }
