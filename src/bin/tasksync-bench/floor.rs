@@ -11,7 +11,7 @@ use std::{net::SocketAddr, process::Stdio};
 
 use anyhow::{Context as _, Result};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpSocket, TcpStream},
     process::{Child, Command},
 };
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{
     protocol::frame::coding::{Control, Data, OpCode},
 };
 
-use crate::ws::{frame, header};
+use crate::ws::{frame, header, read_more};
 
 pub const SERVER_FLAG: &str = "--floor-server";
 
@@ -109,11 +109,6 @@ async fn serve(mut stream: TcpStream) -> Result<()> {
             return Ok(());
         }
     }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.reserve(2048);
-    stream.read_buf(buf).await
 }
 
 /// A running floor server; stopped (stdin closed, then killed) on drop.

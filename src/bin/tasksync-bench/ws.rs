@@ -41,9 +41,10 @@ fn config() -> WebSocketConfig {
 
 /// A socket from its opening handshake to the message the benchmark waits for: the request is
 /// one write of bytes formatted here, and frames are read straight from one growing buffer.
-/// tokio-tungstenite's own client (request built through `http`'s header map, two 8 KiB
-/// buffers set up before the first byte) cost the generator 67–84 µs of CPU a handshake where
-/// this costs 46–59 µs (500 at once against a server answering with pre-built bytes): in a
+/// tokio-tungstenite's own client cost the generator 67–84 µs of CPU a handshake where this
+/// costs 46–59 µs (500 at once against a server answering with pre-built bytes; where the
+/// difference goes was not profiled: its request goes through `http`'s header map, and it sets
+/// up two 8 KiB buffers before the first byte): in a
 /// flood the generator shares the 2 cores with the server, so its CPU is handshake time. Once
 /// the awaited message is in, the socket goes to tungstenite ([`Opening::into_socket`]) for
 /// holding, pings and the fan-out.
@@ -55,8 +56,7 @@ struct Opening {
 
 impl Opening {
     async fn read_more(&mut self) -> Result<()> {
-        self.buf.reserve(4096);
-        if self.stream.read_buf(&mut self.buf).await? == 0 {
+        if read_more(&mut self.stream, &mut self.buf).await? == 0 {
             bail!("connection dropped");
         }
         Ok(())
@@ -159,6 +159,13 @@ async fn open(
         opening.buf.drain(..length);
         return Ok(opening);
     }
+}
+
+/// Appends what `stream` has to `buf`; 0 once the peer has closed. For the opening here and the
+/// floor server.
+pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(4096);
+    stream.read_buf(buf).await
 }
 
 /// A header's value, by name in any case.
@@ -403,12 +410,20 @@ mod tests {
     async fn a_wrong_accept_key_or_refusal_fails_the_handshake() {
         let wrong_key = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                          Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n";
+        // A client that missed the refusal would wait for a frame: give up after 5 s.
+        let within = Duration::from_secs(5);
         let origin = answering(wrong_key).await;
-        let err = presence(&origin, "a=b", 1, None).await.unwrap_err();
+        let err = tokio::time::timeout(within, presence(&origin, "a=b", 1, None))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap_err();
         assert!(err.to_string().contains("Sec-WebSocket-Accept"), "{err:#}");
 
         let origin = answering("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await;
-        let err = presence(&origin, "a=b", 1, None).await.unwrap_err();
+        let err = tokio::time::timeout(within, presence(&origin, "a=b", 1, None))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap_err();
         assert!(err.to_string().contains("403"), "{err:#}");
     }
 }
