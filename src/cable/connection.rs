@@ -15,8 +15,8 @@ use tokio::{
 };
 
 use super::{
-    CableConfig, ConnectionId, HubHandle, StreamSigner,
-    hub::Queued,
+    CableConfig, HubHandle, StreamSigner,
+    hub::{Member, Queued},
     protocol::{
         self, Command, DisconnectReason, HistoryRequest, Identifier, Protocol, StreamPosition,
         TURBO_STREAMS_CHANNEL,
@@ -60,12 +60,12 @@ pub async fn serve(
         return;
     };
     let (outbound, mut queued) = mpsc::channel(ctx.config.outbound_queue);
-    let conn = ctx.hub.connect(outbound, protocol).await;
+    let member = ctx.hub.connect(outbound, protocol);
     // The upgrade request's span (see controllers::cable) covers this task's log lines; a span
     // entered here would be held across awaits and mislabel other tasks' lines.
-    tracing::debug!(conn = conn.0, user = user.id.0, "cable socket open");
+    tracing::debug!(conn = member.id().0, user = user.id.0, "cable socket open");
     let mut subscriber = Subscriber {
-        conn,
+        member,
         protocol,
         ctx: &ctx,
         subscriptions: HashMap::new(),
@@ -118,7 +118,7 @@ pub async fn serve(
             }
         }
     };
-    ctx.hub.disconnect(conn).await;
+    ctx.hub.disconnect(subscriber.member).await;
 
     // Tell ActionCable why, so its reconnect logic does the right thing, then close.
     let reason = match end {
@@ -148,7 +148,7 @@ fn unix_seconds() -> u64 {
 
 /// A socket's subscriptions, and how it answers commands.
 struct Subscriber<'a> {
-    conn: ConnectionId,
+    member: Member,
     protocol: Protocol,
     ctx: &'a CableContext,
     /// By identifier.
@@ -217,7 +217,7 @@ impl Subscriber<'_> {
             Ok(Command::Unsubscribe { identifier }) => {
                 let identifier: Arc<str> = identifier.into();
                 if self.subscriptions.remove(&identifier).is_some() {
-                    self.ctx.hub.unsubscribe(self.conn, identifier).await;
+                    self.ctx.hub.unsubscribe(&self.member, identifier).await;
                 }
                 Vec::new()
             }
@@ -294,7 +294,7 @@ impl Subscriber<'_> {
         if !self
             .ctx
             .hub
-            .subscribe(self.conn, stream.clone(), identifier.clone(), epoch)
+            .subscribe(&mut self.member, stream.clone(), identifier.clone(), epoch)
             .await
         {
             return vec![protocol::reject(&identifier)];

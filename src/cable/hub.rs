@@ -1,5 +1,7 @@
 //! Who is subscribed to what, on this process. One task owns the registry; sockets and the
-//! pub/sub inbox reach it through a cloneable [`HubHandle`]. A broadcast is framed once per
+//! pub/sub inbox reach it through a cloneable [`HubHandle`]. A socket joins the registry with its
+//! first subscription, and nothing waits for the task's answer: commands are carried out in the
+//! order they are queued, so a socket's handshake costs the task one message. A broadcast is framed once per
 //! distinct subscription identifier (in practice once per stream) and the same bytes are queued
 //! for every subscriber; a subscriber whose queue is full is dropped, which closes its socket,
 //! instead of letting memory grow.
@@ -14,7 +16,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Instant,
 };
@@ -48,17 +50,13 @@ pub struct Queued {
 }
 
 enum Command {
-    Connect {
-        conn: ConnectionId,
-        outbound: Outbound,
-        protocol: Protocol,
-    },
     Subscribe {
         conn: ConnectionId,
+        /// With a socket's first subscription: where its frames go, and in which protocol.
+        joining: Option<(Outbound, Protocol)>,
         stream: Arc<str>,
         identifier: Arc<str>,
         epoch: Option<Arc<str>>,
-        reply: oneshot::Sender<bool>,
     },
     Unsubscribe {
         conn: ConnectionId,
@@ -85,6 +83,7 @@ enum Command {
 /// A snapshot of the registry, for health checks, metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubStats {
+    /// Open cable sockets, subscribed or not.
     pub connections: usize,
     pub subscriptions: usize,
     pub streams: usize,
@@ -99,6 +98,29 @@ pub struct HubStats {
 pub struct HubHandle {
     tx: mpsc::Sender<Command>,
     next_id: Arc<AtomicU64>,
+    /// Open [`Member`]s, counted here rather than by the task, which meets a socket only once
+    /// it subscribes.
+    open: Arc<AtomicUsize>,
+}
+
+/// One socket's place in the hub, from [`HubHandle::connect`] to [`HubHandle::disconnect`].
+pub struct Member {
+    conn: ConnectionId,
+    /// Until the first subscription carries it to the hub task.
+    joining: Option<(Outbound, Protocol)>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Member {
+    pub fn id(&self) -> ConnectionId {
+        self.conn
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HubHandle {
@@ -109,55 +131,61 @@ impl HubHandle {
         Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Registers a connection, the queue its frames go to and the protocol they are framed in.
-    pub async fn connect(&self, outbound: Outbound, protocol: Protocol) -> ConnectionId {
-        let conn = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let command = Command::Connect {
-            conn,
-            outbound,
-            protocol,
-        };
-        let _ = self.tx.send(command).await;
-        conn
+    /// A new socket, with the queue its frames go to and the protocol they are framed in. The
+    /// hub task learns of it with its first subscription.
+    pub fn connect(&self, outbound: Outbound, protocol: Protocol) -> Member {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Member {
+            conn: ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            joining: Some((outbound, protocol)),
+            open: self.open.clone(),
+        }
     }
 
-    /// Subscribes `conn` to `stream` under `identifier`. Returns once the subscription is live,
-    /// so a confirmation sent afterwards never precedes it; `false` if the connection is gone.
+    /// Subscribes `member` to `stream` under `identifier`. Returns once the subscription is
+    /// queued: the task carries out commands in order, so it is in place before any broadcast
+    /// queued later, and a confirmation sent afterwards never precedes it. `false` if the hub
+    /// has stopped. A connection the hub dropped for falling behind stays dropped; its socket
+    /// learns that from its closed queue.
     ///
     /// `epoch` is the stream's history epoch as the subscriber just read it from the adapter.
     /// Envelopes carry only their offset, so extended-protocol frames take the epoch from here;
     /// the latest subscriber's reading wins.
     pub async fn subscribe(
         &self,
-        conn: ConnectionId,
+        member: &mut Member,
         stream: Arc<str>,
         identifier: Arc<str>,
         epoch: Option<Arc<str>>,
     ) -> bool {
-        let (reply, answer) = oneshot::channel();
         let command = Command::Subscribe {
-            conn,
+            conn: member.conn,
+            joining: member.joining.take(),
             stream,
             identifier,
             epoch,
-            reply,
         };
-        self.tx.send(command).await.is_ok() && answer.await.unwrap_or(false)
+        self.tx.send(command).await.is_ok()
     }
 
-    pub async fn unsubscribe(&self, conn: ConnectionId, identifier: Arc<str>) {
+    pub async fn unsubscribe(&self, member: &Member, identifier: Arc<str>) {
+        let conn = member.conn;
         let _ = self
             .tx
             .send(Command::Unsubscribe { conn, identifier })
             .await;
     }
 
-    /// Forgets a connection and all its subscriptions.
-    pub async fn disconnect(&self, conn: ConnectionId) {
-        let _ = self.tx.send(Command::Disconnect { conn }).await;
+    /// Forgets a socket and all its subscriptions.
+    pub async fn disconnect(&self, member: Member) {
+        if member.joining.is_none() {
+            let conn = member.conn;
+            let _ = self.tx.send(Command::Disconnect { conn }).await;
+        }
     }
 
     /// Queues `payload` for every subscriber of `stream` on this process.
@@ -191,10 +219,15 @@ impl HubHandle {
 
     pub async fn stats(&self) -> HubStats {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Command::Stats { reply }).await.is_err() {
-            return HubStats::default();
+        let stats = if self.tx.send(Command::Stats { reply }).await.is_err() {
+            HubStats::default()
+        } else {
+            answer.await.unwrap_or_default()
+        };
+        HubStats {
+            connections: self.open.load(Ordering::Relaxed),
+            ..stats
         }
-        answer.await.unwrap_or_default()
     }
 }
 
@@ -246,28 +279,22 @@ impl Hub {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.recv().await {
             match command {
-                Command::Connect {
-                    conn,
-                    outbound,
-                    protocol,
-                } => {
-                    self.connections.insert(
-                        conn,
-                        Connection {
-                            outbound,
-                            protocol,
-                            subscriptions: HashMap::new(),
-                        },
-                    );
-                }
                 Command::Subscribe {
                     conn,
+                    joining,
                     stream,
                     identifier,
                     epoch,
-                    reply,
                 } => {
-                    let _ = reply.send(self.subscribe(conn, stream, identifier, epoch));
+                    if let Some((outbound, protocol)) = joining {
+                        let connection = Connection {
+                            outbound,
+                            protocol,
+                            subscriptions: HashMap::new(),
+                        };
+                        self.connections.insert(conn, connection);
+                    }
+                    self.subscribe(conn, stream, identifier, epoch);
                 }
                 Command::Unsubscribe { conn, identifier } => self.unsubscribe(conn, &identifier),
                 Command::Disconnect { conn } => self.remove(conn),
@@ -289,7 +316,8 @@ impl Hub {
                 }
                 Command::Stats { reply } => {
                     let _ = reply.send(HubStats {
-                        connections: self.connections.len(),
+                        // Counted by the handles.
+                        connections: 0,
                         subscriptions: self
                             .connections
                             .values()
@@ -310,16 +338,17 @@ impl Hub {
         stream: Arc<str>,
         identifier: Arc<str>,
         epoch: Option<Arc<str>>,
-    ) -> bool {
+    ) {
+        // Gone: dropped for falling behind.
         let Some(connection) = self.connections.get_mut(&conn) else {
-            return false;
+            return;
         };
         let entry = self.streams.entry(stream.clone()).or_default();
         if epoch.is_some() {
             entry.epoch = epoch;
         }
         if connection.subscriptions.contains_key(&identifier) {
-            return true;
+            return;
         }
         connection.subscriptions.insert(identifier.clone(), stream);
         entry
@@ -328,7 +357,6 @@ impl Hub {
             .or_default()
             .of(connection.protocol)
             .insert(conn);
-        true
     }
 
     fn unsubscribe(&mut self, conn: ConnectionId, identifier: &Arc<str>) {
@@ -473,14 +501,21 @@ mod tests {
         let hub = HubHandle::start();
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
-        let a = hub.connect(tx_a, Protocol::ActionCable).await;
-        let b = hub.connect(tx_b, Protocol::ActionCable).await;
-        assert!(hub.subscribe(a, "rooms:1".into(), id("one"), None).await);
+        let mut a = hub.connect(tx_a, Protocol::ActionCable);
+        let mut b = hub.connect(tx_b, Protocol::ActionCable);
         assert!(
-            hub.subscribe(a, "rooms:1".into(), id("one"), None).await,
+            hub.subscribe(&mut a, "rooms:1".into(), id("one"), None)
+                .await
+        );
+        assert!(
+            hub.subscribe(&mut a, "rooms:1".into(), id("one"), None)
+                .await,
             "idempotent"
         );
-        assert!(hub.subscribe(b, "rooms:2".into(), id("two"), None).await);
+        assert!(
+            hub.subscribe(&mut b, "rooms:2".into(), id("two"), None)
+                .await
+        );
 
         hub.deliver("rooms:1".into(), "<p>hi</p>".into()).await;
         hub.deliver("rooms:3".into(), "nobody".into()).await;
@@ -500,10 +535,12 @@ mod tests {
         let hub = HubHandle::start();
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
-        let a = hub.connect(tx_a, Protocol::ActionCable).await;
-        let b = hub.connect(tx_b, Protocol::ActionCable).await;
-        hub.subscribe(a, "rooms:1".into(), id("one"), None).await;
-        hub.subscribe(b, "rooms:2".into(), id("two"), None).await;
+        let mut a = hub.connect(tx_a, Protocol::ActionCable);
+        let mut b = hub.connect(tx_b, Protocol::ActionCable);
+        hub.subscribe(&mut a, "rooms:1".into(), id("one"), None)
+            .await;
+        hub.subscribe(&mut b, "rooms:2".into(), id("two"), None)
+            .await;
 
         hub.reset(Some("rooms:1".into()), 9).await;
         let queued = rx_a.recv().await.unwrap();
@@ -531,17 +568,40 @@ mod tests {
     async fn unsubscribing_and_disconnecting_leave_nothing_behind() {
         let hub = HubHandle::start();
         let (tx, _rx) = mpsc::channel(8);
-        let conn = hub.connect(tx, Protocol::ActionCable).await;
-        hub.subscribe(conn, "rooms:1".into(), id("one"), None).await;
-        hub.subscribe(conn, "rooms:2".into(), id("two"), None).await;
-        hub.unsubscribe(conn, id("one")).await;
+        let mut conn = hub.connect(tx, Protocol::ActionCable);
+        hub.subscribe(&mut conn, "rooms:1".into(), id("one"), None)
+            .await;
+        hub.subscribe(&mut conn, "rooms:2".into(), id("two"), None)
+            .await;
+        hub.unsubscribe(&conn, id("one")).await;
         let stats = hub.stats().await;
         assert_eq!((stats.subscriptions, stats.streams), (1, 1));
         hub.disconnect(conn).await;
         assert_eq!(hub.stats().await, HubStats::default());
-        assert!(
-            !hub.subscribe(conn, "rooms:1".into(), id("one"), None).await,
-            "gone"
+    }
+
+    #[tokio::test]
+    async fn a_socket_counts_from_connect_and_joins_the_registry_with_its_first_subscription() {
+        let hub = HubHandle::start();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut member = hub.connect(tx, Protocol::ActionCable);
+        let stats = hub.stats().await;
+        assert_eq!((stats.connections, stats.subscriptions), (1, 0));
+        hub.subscribe(&mut member, "rooms:1".into(), id("one"), None)
+            .await;
+        // Queued right behind the subscription, without waiting for the task: still delivered.
+        hub.deliver("rooms:1".into(), "<p>first</p>".into()).await;
+        let frame: serde_json::Value =
+            serde_json::from_str(&rx.recv().await.unwrap().frame).unwrap();
+        assert_eq!(frame["message"], "<p>first</p>");
+        let never_subscribed = hub.connect(mpsc::channel(8).0, Protocol::ActionCable);
+        assert_eq!(hub.stats().await.connections, 2);
+        hub.disconnect(never_subscribed).await;
+        hub.disconnect(member).await;
+        let stats = hub.stats().await;
+        assert_eq!(
+            (stats.connections, stats.subscriptions, stats.streams),
+            (0, 0, 0)
         );
     }
 
@@ -550,17 +610,24 @@ mod tests {
         let hub = HubHandle::start();
         let (slow_tx, mut slow_rx) = mpsc::channel(2);
         let (fast_tx, mut fast_rx) = mpsc::channel(64);
-        let slow = hub.connect(slow_tx, Protocol::ActionCable).await;
-        let fast = hub.connect(fast_tx, Protocol::ActionCable).await;
-        hub.subscribe(slow, "rooms:1".into(), id("one"), None).await;
-        hub.subscribe(fast, "rooms:1".into(), id("one"), None).await;
+        let mut slow = hub.connect(slow_tx, Protocol::ActionCable);
+        let mut fast = hub.connect(fast_tx, Protocol::ActionCable);
+        hub.subscribe(&mut slow, "rooms:1".into(), id("one"), None)
+            .await;
+        hub.subscribe(&mut fast, "rooms:1".into(), id("one"), None)
+            .await;
         for i in 0..5 {
             hub.deliver("rooms:1".into(), format!("m{i}").into()).await;
             assert!(fast_rx.recv().await.is_some());
         }
         let stats = hub.stats().await;
-        assert_eq!(stats.connections, 1);
+        assert_eq!(stats.subscriptions, 1);
         assert_eq!(stats.slow_disconnects, 1);
+        // Dropped for good: a later subscription does not bring it back.
+        hub.subscribe(&mut slow, "rooms:2".into(), id("two"), None)
+            .await;
+        hub.deliver("rooms:2".into(), "late".into()).await;
+        assert_eq!(hub.stats().await.subscriptions, 1);
         // The slow socket drains what was queued, then sees its queue closed.
         assert!(slow_rx.recv().await.is_some());
         assert!(slow_rx.recv().await.is_some());
@@ -574,14 +641,14 @@ mod tests {
         let (plain_b, mut plain_b_rx) = mpsc::channel(8);
         let (ext_a, mut ext_a_rx) = mpsc::channel(8);
         let (ext_b, mut ext_b_rx) = mpsc::channel(8);
-        let plain_a = hub.connect(plain_a, Protocol::ActionCable).await;
-        let plain_b = hub.connect(plain_b, Protocol::ActionCable).await;
-        let ext_a = hub.connect(ext_a, Protocol::Extended).await;
-        let ext_b = hub.connect(ext_b, Protocol::Extended).await;
-        for conn in [plain_a, plain_b] {
+        let mut plain_a = hub.connect(plain_a, Protocol::ActionCable);
+        let mut plain_b = hub.connect(plain_b, Protocol::ActionCable);
+        let mut ext_a = hub.connect(ext_a, Protocol::Extended);
+        let mut ext_b = hub.connect(ext_b, Protocol::Extended);
+        for conn in [&mut plain_a, &mut plain_b] {
             assert!(hub.subscribe(conn, "rooms:1".into(), id("one"), None).await);
         }
-        for conn in [ext_a, ext_b] {
+        for conn in [&mut ext_a, &mut ext_b] {
             assert!(
                 hub.subscribe(conn, "rooms:1".into(), id("one"), Some("e1".into()))
                     .await
