@@ -1,4 +1,8 @@
-//! The Content-Security-Policy every response carries. Pages load scripts and styles only from
+//! The headers every page carries: the Content-Security-Policy and the anti-sniffing,
+//! anti-framing and referrer headers. A WebSocket's `101 Switching Protocols` carries none of
+//! them: it has no body for them to govern, and they were most of its bytes.
+//!
+//! The policy: Pages load scripts and styles only from
 //! this origin; the one inline thing the app needs, the `<style>` Turbo's progress bar injects at
 //! start-up, is allowed by its hash rather than with `'unsafe-inline'` or a nonce. A per-response
 //! nonce does not survive Turbo Drive: a visit swaps the `<meta name="csp-nonce">` for the new
@@ -8,7 +12,13 @@
 use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
-    http::header::{CONTENT_SECURITY_POLICY, HeaderValue},
+    http::{
+        StatusCode,
+        header::{
+            CONTENT_SECURITY_POLICY, HeaderName, HeaderValue, REFERRER_POLICY,
+            X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+        },
+    },
     middleware::Next,
     web,
 };
@@ -50,7 +60,15 @@ fn socket_origin(origin: &str) -> Option<String> {
     plain.then(|| format!("{scheme}://{host}"))
 }
 
-/// Middleware: adds the policy to every response that does not set its own.
+/// The headers beside the policy, the same on every page.
+const STATIC: [(HeaderName, &str); 3] = [
+    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (X_FRAME_OPTIONS, "DENY"),
+    (REFERRER_POLICY, "strict-origin-when-cross-origin"),
+];
+
+/// Middleware: adds the headers to every response but a 101, each unless the response set its
+/// own.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -59,11 +77,20 @@ pub async fn middleware(
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.allowed_origins.own_origin(req.request()));
     let mut res = next.call(req).await?;
-    let policy = content_security_policy(origin.as_deref().unwrap_or(""));
-    if let Ok(value) = HeaderValue::from_str(&policy)
-        && !res.headers().contains_key(CONTENT_SECURITY_POLICY)
-    {
-        res.headers_mut().insert(CONTENT_SECURITY_POLICY, value);
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(res);
+    }
+    let headers = res.headers_mut();
+    for (name, value) in STATIC {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if !headers.contains_key(CONTENT_SECURITY_POLICY) {
+        let policy = content_security_policy(origin.as_deref().unwrap_or(""));
+        if let Ok(value) = HeaderValue::from_str(&policy) {
+            headers.insert(CONTENT_SECURITY_POLICY, value);
+        }
     }
     Ok(res)
 }

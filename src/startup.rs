@@ -10,7 +10,7 @@ use actix_service::{
 use actix_web::{
     App,
     dev::{AppConfig, Server},
-    middleware::{Compress, DefaultHeaders, from_fn},
+    middleware::{Compress, from_fn},
     web,
 };
 use anyhow::Context as _;
@@ -172,12 +172,6 @@ impl Application {
                 .app_data(sessions.clone())
                 .app_data(body_limit.clone())
                 .wrap(Compress::default())
-                .wrap(
-                    DefaultHeaders::new()
-                        .add(("X-Content-Type-Options", "nosniff"))
-                        .add(("X-Frame-Options", "DENY"))
-                        .add(("Referrer-Policy", "strict-origin-when-cross-origin")),
-                )
                 .wrap(from_fn(headers::middleware))
                 // Outermost, so that everything inside logs under the request's id.
                 .wrap(from_fn(observability::middleware))

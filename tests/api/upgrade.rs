@@ -102,6 +102,18 @@ async fn a_command_sent_in_the_same_packet_as_the_handshake_is_answered() {
     stream.write_all(&request).await.unwrap();
     let (head, rest) = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The handshake's headers and the request id, none of a page's: a 101 has no body for a
+    // Content-Security-Policy or X-Frame-Options to govern.
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\nx-request-id: "), "{head}");
+    for page_only in [
+        "content-security-policy",
+        "x-frame-options",
+        "x-content-type-options",
+        "referrer-policy",
+    ] {
+        assert!(!head.contains(page_only), "{head}");
+    }
     let mut ws = WebSocketStream::from_partially_read(stream, rest, Role::Client, None).await;
     assert_eq!(next_json(&mut ws).await["type"], "welcome");
     assert_eq!(
