@@ -1961,14 +1961,15 @@ impl Report {
             "phase", "generator", "servers", "rest", "busy", "disk stalls"
         );
         for (phase, c) in &rows {
+            let (rest, busy) = match (c.other_cores(), c.machine_cores) {
+                (Some(rest), Some(machine)) => {
+                    (format!("{rest:.2}"), format!("{:.0}%", 100.0 * machine / n))
+                }
+                _ => ("–".to_owned(), "–".to_owned()),
+            };
             println!(
-                "  {:<28} {:>9.2} {:>8.2} {:>6.2} {:>5.0}% {:>10.0} ms",
-                phase,
-                c.generator_cores,
-                c.server_cores,
-                c.other_cores(),
-                100.0 * c.machine_cores / n,
-                c.io_stalled_ms
+                "  {:<28} {:>9.2} {:>8.2} {:>6} {:>6} {:>10.0} ms",
+                phase, c.generator_cores, c.server_cores, rest, busy, c.io_stalled_ms
             );
         }
         if let Some((phase, worst)) = rows
@@ -1983,7 +1984,9 @@ impl Report {
             );
         }
         println!(
-            "  (rest: PostgreSQL, Redis, pgbench and anything else on the machine; busy: the whole machine;"
+            "  (rest: PostgreSQL, Redis, pgbench and anything else on the machine; busy: the whole machine;\n   \
+             both from /proc/stat's 10 ms ticks, so not given (–) for a phase under {} s, such as a flood;",
+            stats::MACHINE_WINDOW.as_secs()
         );
         println!(
             "   disk stalls: time everything runnable waited on the disk, /proc/pressure/io, which holds up commits)"

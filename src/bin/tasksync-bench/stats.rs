@@ -178,6 +178,10 @@ fn self_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// The shortest phase whose whole-machine figures are given: /proc/stat counts in ticks of
+/// 10 ms a core, so a burst of 30 ms could read anywhere from idle to more than busy.
+pub const MACHINE_WINDOW: Duration = Duration::from_secs(1);
+
 /// Busy time of the whole machine, all cores, from /proc/stat (everything but idle and iowait).
 fn machine_busy_time() -> Duration {
     let Ok(stat) = fs::read_to_string("/proc/stat") else {
@@ -237,8 +241,9 @@ pub struct CpuShare {
     /// Cores' worth of CPU used, on average (1.0 = one core busy the whole time).
     pub generator_cores: f64,
     pub server_cores: f64,
-    /// Every process on the machine, the two above included.
-    pub machine_cores: f64,
+    /// Every process on the machine, the two above included; `None` for a phase shorter than
+    /// [`MACHINE_WINDOW`].
+    pub machine_cores: Option<f64>,
     /// Milliseconds during which everything runnable waited on the disk (see [`io_stalled_time`]).
     pub io_stalled_ms: f64,
 }
@@ -260,10 +265,12 @@ impl CpuMeter {
             wall_secs: wall,
             generator_cores: own_cpu_time().saturating_sub(self.generator).as_secs_f64() / wall,
             server_cores: servers.saturating_sub(self.servers).as_secs_f64() / wall,
-            machine_cores: machine_busy_time()
-                .saturating_sub(self.machine)
-                .as_secs_f64()
-                / wall,
+            machine_cores: (wall >= MACHINE_WINDOW.as_secs_f64()).then(|| {
+                machine_busy_time()
+                    .saturating_sub(self.machine)
+                    .as_secs_f64()
+                    / wall
+            }),
             io_stalled_ms: io_stalled_time()
                 .saturating_sub(self.io_stalled)
                 .as_secs_f64()
@@ -274,8 +281,9 @@ impl CpuMeter {
 
 impl CpuShare {
     /// Everything but the generator and the tasksync processes: PostgreSQL, Redis, others.
-    pub fn other_cores(&self) -> f64 {
-        (self.machine_cores - self.generator_cores - self.server_cores).max(0.0)
+    pub fn other_cores(&self) -> Option<f64> {
+        self.machine_cores
+            .map(|machine| (machine - self.generator_cores - self.server_cores).max(0.0))
     }
 
     /// CPU used per item of a burst of `n` (handshakes), generator and servers, in µs.
@@ -302,24 +310,33 @@ impl CpuShare {
             "wall_secs": round(self.wall_secs),
             "generator_cores": round(self.generator_cores),
             "server_cores": round(self.server_cores),
-            "other_cores": round(self.other_cores()),
-            "machine_busy_cores": round(self.machine_cores),
+            "other_cores": self.other_cores().map(round),
+            "machine_busy_cores": self.machine_cores.map(round),
             "generator_share_of_machine": round(self.generator_cores / cores() as f64),
             "io_stalled_ms": round(self.io_stalled_ms),
         })
     }
 
     pub fn line(&self) -> String {
+        let machine = match (self.other_cores(), self.machine_cores) {
+            (Some(rest), Some(machine)) => format!(
+                "rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores \
+                 busy",
+                rest * 100.0,
+                machine * 100.0 / cores() as f64,
+                cores()
+            ),
+            _ => format!(
+                "the rest of the machine not read in {:.0} ms (/proc/stat counts 10 ms ticks)",
+                self.wall_secs * 1000.0
+            ),
+        };
         format!(
             "CPU: load generator {:.0}% of one core ({:.0}% of the machine), servers {:.0}%, \
-             rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores busy; \
-             disk stalls {:.0} ms",
+             {machine}; disk stalls {:.0} ms",
             self.generator_cores * 100.0,
             self.generator_cores * 100.0 / cores() as f64,
             self.server_cores * 100.0,
-            self.other_cores() * 100.0,
-            self.machine_cores * 100.0 / cores() as f64,
-            cores(),
             self.io_stalled_ms
         )
     }
@@ -333,7 +350,7 @@ pub fn cores() -> usize {
 mod tests {
     use std::time::Duration;
 
-    use super::{Summary, percentile_curve};
+    use super::{CpuMeter, CpuShare, Summary, percentile_curve};
 
     #[test]
     fn curve_runs_from_min_to_max_on_the_percentile_axis() {
@@ -356,6 +373,27 @@ mod tests {
             curve
                 .windows(2)
                 .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+        );
+    }
+
+    #[test]
+    fn a_phase_too_short_for_proc_stat_gives_no_whole_machine_figures() {
+        let short = CpuMeter::start(Duration::ZERO).stop(Duration::from_millis(1));
+        assert_eq!(short.machine_cores, None);
+        assert_eq!(short.other_cores(), None);
+        assert!(short.line().contains("not read"), "{}", short.line());
+        let long = CpuShare {
+            wall_secs: 2.0,
+            generator_cores: 0.5,
+            server_cores: 1.0,
+            machine_cores: Some(1.75),
+            io_stalled_ms: 0.0,
+        };
+        assert_eq!(long.other_cores(), Some(0.25));
+        assert!(
+            long.line().contains("rest of the machine 25%"),
+            "{}",
+            long.line()
         );
     }
 }
