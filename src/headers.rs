@@ -2,7 +2,7 @@
 //! anti-framing and referrer headers. A WebSocket's `101 Switching Protocols` carries none of
 //! them: it has no body for them to govern, and they were most of its bytes.
 //!
-//! The policy: Pages load scripts and styles only from
+//! The policy: pages load scripts and styles only from
 //! this origin; the one inline thing the app needs, the `<style>` Turbo's progress bar injects at
 //! start-up, is allowed by its hash rather than with `'unsafe-inline'` or a nonce. A per-response
 //! nonce does not survive Turbo Drive: a visit swaps the `<meta name="csp-nonce">` for the new
