@@ -73,24 +73,26 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let origin = req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.allowed_origins.own_origin(req.request()));
     let mut res = next.call(req).await?;
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(res);
     }
+    // Read from the request only for a response that takes the policy.
+    let policy = (!res.headers().contains_key(CONTENT_SECURITY_POLICY)).then(|| {
+        let req = res.request();
+        let origin = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.allowed_origins.own_origin(req));
+        content_security_policy(origin.as_deref().unwrap_or(""))
+    });
     let headers = res.headers_mut();
     for (name, value) in STATIC {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
-    if !headers.contains_key(CONTENT_SECURITY_POLICY) {
-        let policy = content_security_policy(origin.as_deref().unwrap_or(""));
-        if let Ok(value) = HeaderValue::from_str(&policy) {
-            headers.insert(CONTENT_SECURITY_POLICY, value);
-        }
+    if let Some(value) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(CONTENT_SECURITY_POLICY, value);
     }
     Ok(res)
 }
