@@ -1,10 +1,10 @@
 //! Who is subscribed to what, on this process. One task owns the registry; sockets and the
 //! pub/sub inbox reach it through a cloneable [`HubHandle`]. A socket joins the registry with its
 //! first subscription, and nothing waits for the task's answer: commands are carried out in the
-//! order they are queued, so a socket's handshake costs the task one message. A broadcast is framed once per
-//! distinct subscription identifier (in practice once per stream) and the same bytes are queued
-//! for every subscriber; a subscriber whose queue is full is dropped, which closes its socket,
-//! instead of letting memory grow.
+//! order they are queued, so a socket's handshake costs the task one message. A broadcast is
+//! framed once per distinct subscription identifier (in practice once per stream) and the same
+//! bytes are queued for every subscriber; a subscriber whose queue is full is dropped, which
+//! closes its socket, instead of letting memory grow.
 //!
 //! Sockets speaking AnyCable's extended protocol get a second frame per identifier, the same
 //! message with its stream position (`stream_id`, `epoch`, `offset`). Each variant is built only
@@ -631,7 +631,9 @@ mod tests {
         // The slow socket drains what was queued, then sees its queue closed.
         assert!(slow_rx.recv().await.is_some());
         assert!(slow_rx.recv().await.is_some());
-        assert!(slow_rx.recv().await.is_none());
+        // Within a second: a queue the hub kept open would otherwise hang the test.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(1), slow_rx.recv());
+        assert!(closed.await.expect("the queue closes").is_none());
     }
 
     #[tokio::test]
