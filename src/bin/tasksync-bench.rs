@@ -1961,12 +1961,12 @@ impl Report {
             "phase", "generator", "servers", "rest", "busy", "disk stalls"
         );
         for (phase, c) in &rows {
-            let (rest, busy) = match (c.other_cores(), c.machine_cores) {
-                (Some(rest), Some(machine)) => {
-                    (format!("{rest:.2}"), format!("{:.0}%", 100.0 * machine / n))
-                }
-                _ => ("–".to_owned(), "–".to_owned()),
-            };
+            let rest = c
+                .other_cores()
+                .map_or("–".to_owned(), |r| format!("{r:.2}"));
+            let busy = c
+                .busy_share()
+                .map_or("–".to_owned(), |b| format!("{:.0}%", 100.0 * b));
             println!(
                 "  {:<28} {:>9.2} {:>8.2} {:>6} {:>6} {:>10.0} ms",
                 phase, c.generator_cores, c.server_cores, rest, busy, c.io_stalled_ms

@@ -286,6 +286,12 @@ impl CpuShare {
             .map(|machine| (machine - self.generator_cores - self.server_cores).max(0.0))
     }
 
+    /// How busy the whole machine was, as a share of all its cores; `None` as for
+    /// `machine_cores`.
+    pub fn busy_share(&self) -> Option<f64> {
+        self.machine_cores.map(|machine| machine / cores() as f64)
+    }
+
     /// CPU used per item of a burst of `n` (handshakes), generator and servers, in µs.
     pub fn per_item_us(&self, n: usize) -> (f64, f64) {
         let us = |cores: f64| cores * self.wall_secs * 1e6 / n.max(1) as f64;
@@ -318,12 +324,12 @@ impl CpuShare {
     }
 
     pub fn line(&self) -> String {
-        let machine = match (self.other_cores(), self.machine_cores) {
-            (Some(rest), Some(machine)) => format!(
+        let machine = match (self.other_cores(), self.busy_share()) {
+            (Some(rest), Some(busy)) => format!(
                 "rest of the machine {:.0}% (PostgreSQL, Redis, anything else); {:.0}% of {} cores \
                  busy",
                 rest * 100.0,
-                machine * 100.0 / cores() as f64,
+                busy * 100.0,
                 cores()
             ),
             _ => format!(
