@@ -1,6 +1,7 @@
 //! Errors that end a request, and the short page each one answers with. Validation errors and
 //! edit conflicts are not here: controllers answer those by re-rendering the form (422, 409).
 
+use actix_http::ws::HandshakeError;
 use actix_web::{
     HttpResponse, ResponseError,
     http::{StatusCode, header},
@@ -58,6 +59,20 @@ impl From<CommitError> for AppError {
             CommitError::Store(err) => err.into(),
             CommitError::Publish(_) => Self::Unavailable,
         }
+    }
+}
+
+/// A WebSocket handshake the socket endpoints cannot take, and what was wrong with it.
+impl From<HandshakeError> for AppError {
+    fn from(err: HandshakeError) -> Self {
+        Self::BadRequest(match err {
+            HandshakeError::GetMethodRequired => "a WebSocket upgrade must be a GET",
+            HandshakeError::NoWebsocketUpgrade => "expected a WebSocket upgrade",
+            HandshakeError::NoConnectionUpgrade => "a WebSocket upgrade needs Connection: Upgrade",
+            HandshakeError::NoVersionHeader => "a WebSocket upgrade needs Sec-WebSocket-Version",
+            HandshakeError::UnsupportedVersion => "only WebSocket version 13 is spoken here",
+            HandshakeError::BadWebsocketKey => "the Sec-WebSocket-Key is not valid",
+        })
     }
 }
 

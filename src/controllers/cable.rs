@@ -20,8 +20,7 @@ pub async fn connect(
     let user = sessions.user(&req);
     let protocol = protocol::Protocol::offered(req.headers());
     let (response, pending) =
-        socket::accept(&req, &[protocol.name()], state.cable.config.max_frame_bytes)
-            .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
+        socket::accept(&req, &[protocol.name()], state.cable.config.max_frame_bytes)?;
     let span = tracing::info_span!("socket", kind = "cable");
     let serve = connection::serve(
         pending,

@@ -15,8 +15,7 @@ pub async fn connect(
     let room = room_id(&path)?;
     state.known_rooms.check(&state.store, room).await?;
     let user = sessions.user(&req);
-    let (response, pending) = socket::accept(&req, &[], state.presence.config.max_frame_bytes)
-        .map_err(|_| AppError::BadRequest("expected a WebSocket upgrade"))?;
+    let (response, pending) = socket::accept(&req, &[], state.presence.config.max_frame_bytes)?;
     let span = tracing::info_span!("socket", kind = "presence", room = %room);
     let serve = connection::serve(
         pending,

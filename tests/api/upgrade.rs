@@ -1,7 +1,7 @@
 //! Connections that ask for an upgrade leave the HTTP/1 dispatcher (src/socket/upgrade.rs): what the
 //! client sends right behind its handshake still reaches the socket, a refused upgrade gets its
-//! answer and a closed connection, and a graceful stop still delivers every socket's
-//! last frames before the process exits.
+//! answer (saying what was wrong) and a closed connection, and a graceful stop still delivers
+//! every socket's last frames before the process exits.
 
 use std::time::Duration;
 
@@ -125,23 +125,67 @@ async fn a_command_sent_in_the_same_packet_as_the_handshake_is_answered() {
 #[tokio::test]
 async fn a_handshake_that_is_not_taken_is_answered_and_the_connection_closed() {
     let app = spawn(Backend::Sqlite).await;
-    for (request, status) in [
+    const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let host = authority(&app);
+    let origin = &app.address;
+    for (request, status, says) in [
         // A WebSocket handshake from a foreign page is refused before the upgrade.
         (
-            "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Origin: http://evil.example\r\n\r\n",
+            format!(
+                "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}\
+                 Origin: http://evil.example\r\n\r\n"
+            ),
             "HTTP/1.1 403",
+            "This origin may not open a socket here.",
         ),
         // A handshake to a path that has no socket gets that path's answer.
         (
-            "GET /up HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            format!(
+                "GET /up HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n"
+            ),
             "HTTP/1.1 200",
+            "\"status\":\"ok\"",
+        ),
+        // A broken handshake is told what is wrong with it.
+        (
+            format!(
+                "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{KEY}\
+                 Origin: {origin}\r\n\r\n"
+            ),
+            "HTTP/1.1 400",
+            "a WebSocket upgrade needs Connection: Upgrade",
+        ),
+        (
+            format!(
+                "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\n{KEY}Origin: {origin}\r\n\r\n"
+            ),
+            "HTTP/1.1 400",
+            "a WebSocket upgrade needs Sec-WebSocket-Version",
+        ),
+        (
+            format!(
+                "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 8\r\n{KEY}\
+                 Origin: {origin}\r\n\r\n"
+            ),
+            "HTTP/1.1 400",
+            "only WebSocket version 13 is spoken here",
+        ),
+        (
+            format!(
+                "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Origin: {origin}\r\n\r\n"
+            ),
+            "HTTP/1.1 400",
+            "the Sec-WebSocket-Key is not valid",
         ),
     ] {
-        let mut stream = TcpStream::connect(authority(&app)).await.unwrap();
-        let request = request.replace("{host}", authority(&app));
+        let mut stream = TcpStream::connect(host).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
@@ -150,6 +194,7 @@ async fn a_handshake_that_is_not_taken_is_answered_and_the_connection_closed() {
             .unwrap();
         let response = String::from_utf8_lossy(&response);
         assert!(response.starts_with(status), "{request}\n->\n{response}");
+        assert!(response.contains(says), "{request}\n->\n{response}");
         assert!(
             response
                 .to_ascii_lowercase()
