@@ -1,7 +1,7 @@
 //! Connections that ask for an upgrade leave the HTTP/1 dispatcher (src/socket/upgrade.rs): what the
 //! client sends right behind its handshake still reaches the socket, a refused upgrade gets its
 //! answer (saying what was wrong) and a closed connection, and a graceful stop still delivers
-//! every socket's last frames before the process exits.
+//! every socket's last frames, and waits for each to finish closing, before the process exits.
 
 use std::time::Duration;
 
@@ -252,4 +252,84 @@ async fn a_graceful_stop_tells_every_socket_why_before_the_process_exits() {
         .expect("the process exits")
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// The server's last frames are sent and the connection shut for writing; the server then waits
+/// (up to a second) for the client to close its side. A stop that did not wait for its sockets
+/// would end the process, and every socket still closing with it, right after the frames.
+#[tokio::test]
+async fn a_graceful_stop_waits_for_a_socket_to_finish_closing() {
+    let (database, url) = TestDatabase::create(Backend::Sqlite).await;
+    let mut server = processes::start(&[("DATABASE_URL", &url)]).await;
+    let app = TestApp::at(server.address.clone(), Backend::Sqlite, database.into());
+    app.sign_in("Ada").await;
+    let request = format!(
+        "GET /cable HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: actioncable-v1-json\r\nOrigin: {origin}\r\nCookie: {cookie}\r\n\r\n",
+        host = authority(&app),
+        origin = app.address,
+        cookie = app.cookie_header().expect("signed in"),
+    );
+    let mut stream = TcpStream::connect(authority(&app)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (head, mut read) = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    let pid = server.child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Everything up to the server's end of the connection, without answering its close.
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut read))
+        .await
+        .expect("the server shuts its side within the wait")
+        .unwrap();
+    let frames = server_frames(&read);
+    let texts: Vec<Value> = frames
+        .iter()
+        .filter(|(opcode, _)| *opcode == 0x1)
+        .map(|(_, payload)| serde_json::from_slice(payload).expect("JSON"))
+        .collect();
+    assert_eq!(
+        texts.last(),
+        Some(&json!({"type": "disconnect", "reason": "server_restart", "reconnect": true})),
+        "{texts:?}"
+    );
+    let (opcode, payload) = frames.last().expect("frames");
+    assert_eq!(*opcode, 0x8, "a close frame ends the stream: {frames:?}");
+    assert_eq!(payload[..2], 1012u16.to_be_bytes(), "{payload:?}");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the process waits while a socket is still closing"
+    );
+    drop(stream);
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .expect("the process exits once the socket has closed")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// The frames a server sent (unmasked, unfragmented), as opcode and payload.
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while let [first, second, rest @ ..] = bytes {
+        let (len, rest) = match second & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                &rest[2..],
+            ),
+            127 => panic!("a frame too long for a test"),
+            len => (usize::from(len), rest),
+        };
+        frames.push((first & 0x0f, rest[..len].to_vec()));
+        bytes = &rest[len..];
+    }
+    assert!(bytes.is_empty(), "a partial frame: {bytes:?}");
+    frames
 }
