@@ -188,13 +188,15 @@ impl HubHandle {
         }
     }
 
-    /// Queues `payload` for every subscriber of `stream` on this process.
+    /// [`deliver_at`](Self::deliver_at) at offset 0, published now: for tests, which need no
+    /// history.
+    #[cfg(test)]
     pub async fn deliver(&self, stream: Arc<str>, payload: Arc<str>) {
         self.deliver_at(stream, payload, 0, Instant::now()).await;
     }
 
-    /// [`deliver`](Self::deliver) for the message at `offset` of its stream's history, whose
-    /// broadcast started out at `published`.
+    /// Queues `payload`, the message at `offset` of its stream's history whose broadcast
+    /// started out at `published`, for every subscriber of `stream` on this process.
     pub async fn deliver_at(
         &self,
         stream: Arc<str>,

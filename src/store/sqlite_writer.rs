@@ -228,7 +228,6 @@ impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::{Error as E, ErrorCode};
         match &err {
-            E::QueryReturnedNoRows => StoreError::NotFound,
             // Another process holds the write lock for longer than the busy timeout, or the
             // disk is full or failing: worth retrying later.
             E::SqliteFailure(failure, _)
