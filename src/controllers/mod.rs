@@ -18,7 +18,10 @@ use actix_web::{
     web,
 };
 
-use crate::{assets, form_guard, limits, session, views::turbo_stream};
+use crate::{
+    assets, error::AppError, form_guard, limits, models::RoomId, session, startup::AppState,
+    store::RoomChange, views::turbo_stream,
+};
 
 /// Every route of the app. Health checks and assets need no session; everything else runs
 /// inside the session and form-guard middleware.
@@ -121,8 +124,30 @@ pub fn html(status: StatusCode, body: String) -> HttpResponse {
 }
 
 /// Any other path.
-async fn not_found() -> Result<HttpResponse, crate::error::AppError> {
+async fn not_found() -> Result<HttpResponse, AppError> {
     Err(crate::error::AppError::NotFound)
+}
+
+/// Runs a change to room `room_id` on the write lane (`crate::write_lane`): opens it, taking the
+/// room's lock, and hands it to `make`, which commits it with its broadcast
+/// (`state.broadcaster.commit`) or drops it to roll it back.
+async fn change_room<T, F, Fut>(
+    state: &web::Data<AppState>,
+    room_id: RoomId,
+    make: F,
+) -> Result<T, AppError>
+where
+    F: FnOnce(RoomChange, web::Data<AppState>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = state.clone();
+    let lane = state.write_lane.clone();
+    lane.run(async move {
+        let change = state.store.change_room(room_id).await?;
+        make(change, state).await
+    })
+    .await
 }
 
 /// What both WebSocket endpoints check before upgrading: the Origin (403), then a connection

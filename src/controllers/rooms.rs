@@ -1,6 +1,6 @@
 use actix_web::{HttpResponse, http::StatusCode, web};
 
-use super::{Format, html, see_other, stream};
+use super::{Format, change_room, html, see_other, stream};
 use crate::{
     cable::room_stream,
     error::AppError,
@@ -144,17 +144,12 @@ pub async fn update(
     let raw = params.require("room[name]")?;
     match RoomName::parse(raw) {
         Ok(name) => {
-            let (room, renamed) = state
-                .write_lane
-                .run({
-                    let state = state.clone();
-                    async move {
-                        let mut change = state.store.change_room(room_id).await?;
-                        let room = change.rename(&name).await?;
-                        let renamed = views::rooms::renamed(&state.views, &room)?;
-                        state.broadcaster.commit(change, &renamed).await?;
-                        Ok((room, renamed))
-                    }
+            let (room, renamed) =
+                change_room(&state, room_id, move |mut change, state| async move {
+                    let room = change.rename(&name).await?;
+                    let renamed = views::rooms::renamed(&state.views, &room)?;
+                    state.broadcaster.commit(change, &renamed).await?;
+                    Ok((room, renamed))
                 })
                 .await?;
             Ok(match format {

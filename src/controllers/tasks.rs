@@ -1,7 +1,7 @@
 use actix_web::{HttpResponse, http::StatusCode, web};
 
 use super::{
-    Format, html,
+    Format, change_room, html,
     rooms::{RoomForms, render_room, room_id},
     see_other, stream,
 };
@@ -53,24 +53,18 @@ pub async fn create(
     };
     let max = state.limits.max_tasks_per_room;
     let by = user.name.clone();
-    let made = state
-        .write_lane
-        .run({
-            let state = state.clone();
-            async move {
-                let mut change = state.store.change_room(room_id).await?;
-                let (task, counts) = match change.create_task(&new_task, &by, max).await {
-                    Ok(created) => created,
-                    Err(StoreError::RoomFull(max)) => return Ok(Err(max)),
-                    Err(other) => return Err(other.into()),
-                };
-                let broadcast = views::tasks::created(&state.views, &task, &counts)?;
-                let room = change.room().clone();
-                state.broadcaster.commit(change, &broadcast).await?;
-                Ok(Ok((broadcast, room)))
-            }
-        })
-        .await?;
+    let made = change_room(&state, room_id, move |mut change, state| async move {
+        let (task, counts) = match change.create_task(&new_task, &by, max).await {
+            Ok(created) => created,
+            Err(StoreError::RoomFull(max)) => return Ok(Err(max)),
+            Err(other) => return Err(other.into()),
+        };
+        let broadcast = views::tasks::created(&state.views, &task, &counts)?;
+        let room = change.room().clone();
+        state.broadcaster.commit(change, &broadcast).await?;
+        Ok(Ok((broadcast, room)))
+    })
+    .await?;
     let (broadcast, room) = match made {
         Ok(made) => made,
         Err(max) => {
@@ -176,24 +170,18 @@ pub async fn update(
         }
     };
     let by = user.name.clone();
-    let edit = state
-        .write_lane
-        .run({
-            let state = state.clone();
-            async move {
-                let mut change = state.store.change_room(room_id).await?;
-                Ok(match change.update_task(task_id, &changes, &by).await? {
-                    Updated::Changed(task, counts) => {
-                        let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
-                        state.broadcaster.commit(change, &broadcast).await?;
-                        Edit::Made(broadcast)
-                    }
-                    // Nothing was written: dropping the change rolls it back.
-                    not_made => Edit::NotMade(not_made),
-                })
+    let edit = change_room(&state, room_id, move |mut change, state| async move {
+        Ok(match change.update_task(task_id, &changes, &by).await? {
+            Updated::Changed(task, counts) => {
+                let broadcast = views::tasks::updated(&state.views, &task, &counts)?;
+                state.broadcaster.commit(change, &broadcast).await?;
+                Edit::Made(broadcast)
             }
+            // Nothing was written: dropping the change rolls it back.
+            not_made => Edit::NotMade(not_made),
         })
-        .await?;
+    })
+    .await?;
     match edit {
         Edit::Made(broadcast) => Ok(respond(format, room_id, broadcast.into_string())),
         // A repeated toggle: the requester's page is brought up to date; nobody else's changes.
@@ -288,20 +276,14 @@ pub async fn destroy(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (room_id, task_id) = task_path(&path)?;
-    let broadcast = state
-        .write_lane
-        .run({
-            let state = state.clone();
-            async move {
-                let mut change = state.store.change_room(room_id).await?;
-                let counts = change.delete_task(task_id).await?;
-                let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
-                state.broadcaster.commit(change, &broadcast).await?;
-                views::tasks::forget(&state.views, &[task_id]);
-                Ok(broadcast)
-            }
-        })
-        .await?;
+    let broadcast = change_room(&state, room_id, move |mut change, state| async move {
+        let counts = change.delete_task(task_id).await?;
+        let broadcast = views::tasks::removed(&state.views, room_id, &[task_id], &counts)?;
+        state.broadcaster.commit(change, &broadcast).await?;
+        views::tasks::forget(&state.views, &[task_id]);
+        Ok(broadcast)
+    })
+    .await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 
@@ -313,20 +295,14 @@ pub async fn clear_completed(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let room_id = room_id(&path)?;
-    let broadcast = state
-        .write_lane
-        .run({
-            let state = state.clone();
-            async move {
-                let mut change = state.store.change_room(room_id).await?;
-                let (removed, counts) = change.clear_completed().await?;
-                let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
-                state.broadcaster.commit(change, &broadcast).await?;
-                views::tasks::forget(&state.views, &removed);
-                Ok(broadcast)
-            }
-        })
-        .await?;
+    let broadcast = change_room(&state, room_id, move |mut change, state| async move {
+        let (removed, counts) = change.clear_completed().await?;
+        let broadcast = views::tasks::removed(&state.views, room_id, &removed, &counts)?;
+        state.broadcaster.commit(change, &broadcast).await?;
+        views::tasks::forget(&state.views, &removed);
+        Ok(broadcast)
+    })
+    .await?;
     Ok(respond(format, room_id, broadcast.into_string()))
 }
 
