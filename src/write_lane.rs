@@ -49,14 +49,19 @@ impl WriteLane {
         })
     }
 
-    /// Runs `change` on the lane and hands back its outcome.
-    pub async fn run<T, F>(&self, change: F) -> Result<T, AppError>
+    /// Runs `change` on the lane and hands back its outcome. The change starts on the lane at
+    /// once, whether or not the outcome is awaited; the future returned holds only the task's
+    /// handle, not the change, so an action that awaits it stays small.
+    pub fn run<T, F>(&self, change: F) -> impl Future<Output = Result<T, AppError>> + use<T, F>
     where
         F: Future<Output = Result<T, AppError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.handle.spawn(change).await.map_err(|err| {
-            AppError::internal(format!("a change on the write lane failed: {err}"))
-        })?
+        let task = self.handle.spawn(change);
+        async move {
+            task.await.map_err(|err| {
+                AppError::internal(format!("a change on the write lane failed: {err}"))
+            })?
+        }
     }
 }

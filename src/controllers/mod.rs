@@ -131,27 +131,23 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 /// Runs a change to room `room_id` on the write lane (`crate::write_lane`): opens it, taking the
 /// room's lock, and hands it to `make`, which commits it with its broadcast
 /// (`state.broadcaster.commit`) or drops it to roll it back.
-async fn change_room<T, F, Fut>(
+fn change_room<T, F, Fut>(
     state: &web::Data<AppState>,
     room_id: RoomId,
     make: F,
-) -> Result<T, AppError>
+) -> impl Future<Output = Result<T, AppError>> + use<T, F, Fut>
 where
     F: FnOnce(RoomChange, web::Data<AppState>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
-    let state = state.clone();
-    let lane = state.write_lane.clone();
-    lane.run(async move {
-        let change = state.store.change_room(room_id).await?;
-        make(change, state).await
+    let lane_state = state.clone();
+    state.write_lane.run(async move {
+        let change = lane_state.store.change_room(room_id).await?;
+        make(change, lane_state).await
     })
-    .await
 }
 
-/// What both WebSocket endpoints check before upgrading: the Origin (403), then a connection
-/// slot for the client's address (429). The slot is held by the returned permit.
 fn admit_socket(
     req: &HttpRequest,
     state: &crate::startup::AppState,
