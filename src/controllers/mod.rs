@@ -125,7 +125,7 @@ pub fn html(status: StatusCode, body: String) -> HttpResponse {
 
 /// Any other path.
 async fn not_found() -> Result<HttpResponse, AppError> {
-    Err(crate::error::AppError::NotFound)
+    Err(AppError::NotFound)
 }
 
 /// Runs a change to room `room_id` on the write lane (`crate::write_lane`): opens it, taking the
@@ -148,24 +148,23 @@ where
     })
 }
 
-fn admit_socket(
-    req: &HttpRequest,
-    state: &crate::startup::AppState,
-) -> Result<limits::ConnectionPermit, crate::error::AppError> {
+/// What both WebSocket endpoints check before upgrading: the Origin (403), then a connection
+/// slot for the client's address (429). The slot is held by the returned permit.
+fn admit_socket(req: &HttpRequest, state: &AppState) -> Result<limits::ConnectionPermit, AppError> {
     if !state.allowed_origins.allows(req) {
-        return Err(crate::error::AppError::ForbiddenOrigin);
+        return Err(AppError::ForbiddenOrigin);
     }
     state
         .connections
         .acquire(req)
-        .ok_or(crate::error::AppError::TooManyConnections)
+        .ok_or(AppError::TooManyConnections)
 }
 
 /// Runs a socket's task in `span` (created inside the upgrade request's span, so the socket's
 /// log lines carry its request id), holding `permit` until the task ends, however it ends;
 /// tracked in `state.sockets`, so that a graceful stop waits for it.
 fn spawn_socket(
-    state: &crate::startup::AppState,
+    state: &AppState,
     permit: limits::ConnectionPermit,
     span: tracing::Span,
     serve: impl std::future::Future<Output = ()> + 'static,
