@@ -126,14 +126,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings))
     let app = Application::build(&settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
-    let (client, jar) = new_client_with_jar();
-    TestApp {
-        address,
-        client,
-        jar,
-        backend,
-        _database: Arc::new(database),
-    }
+    TestApp::at(address, backend, Arc::new(database))
 }
 
 pub fn new_client() -> Client {
@@ -183,14 +176,7 @@ impl TestApp {
 
     /// Another person on the same server, with a cookie jar of their own.
     pub fn new_visitor(&self) -> TestApp {
-        let (client, jar) = new_client_with_jar();
-        TestApp {
-            address: self.address.clone(),
-            client,
-            jar,
-            backend: self.backend,
-            _database: self._database.clone(),
-        }
+        TestApp::at(self.address.clone(), self.backend, self._database.clone())
     }
 
     pub fn url(&self, path: &str) -> String {
