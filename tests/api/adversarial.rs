@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::{
     cable_client::{
-        ACTIONCABLE_PROTOCOLS, Cable, Socket, WAIT, handshake, identifier, presence,
+        ACTIONCABLE_PROTOCOLS, Cable, Socket, WAIT, close_code, handshake, identifier, presence,
         signed_stream_in,
     },
     helpers::{Backend, TURBO_ACCEPT, TestApp, spawn, spawn_with},
@@ -569,19 +569,6 @@ async fn until(ws: &mut Socket, kind: &str) -> Value {
 
 async fn send_text(ws: &mut Socket, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
-}
-
-async fn close_code(ws: &mut Socket) -> Option<u16> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            _ => return None,
-        }
-    }
 }
 
 #[tokio::test]

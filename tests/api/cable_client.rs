@@ -65,6 +65,20 @@ pub async fn presence(app: &TestApp, room: i64) -> Socket {
     .0
 }
 
+/// The close frame's code, once the server closes `ws`; skips anything before it.
+pub async fn close_code(ws: &mut Socket) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
 impl Cable {
     /// Connects to `/cable` as a browser on the app's own page would.
     pub async fn connect(app: &TestApp) -> Cable {
@@ -116,16 +130,7 @@ impl Cable {
 
     /// The close frame's code, once the server closes; skips anything before it.
     pub async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("closed in time")
-            {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
+        close_code(&mut self.ws).await
     }
 
     /// Asserts nothing but pings arrives for a little while.

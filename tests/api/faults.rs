@@ -16,7 +16,7 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    cable_client::{Cable, Socket, handshake, identifier, page_identifier, signed_stream_in},
+    cable_client::{Cable, Socket, identifier, page_identifier, presence, signed_stream_in},
     helpers::{Backend, TestApp, TestDatabase, task_id_in},
     private_servers::{PrivatePostgres, PrivateRedis, free_port},
     processes::{self, ServerProcess},
@@ -177,16 +177,8 @@ fn names(users: &Value) -> impl Iterator<Item = String> + '_ {
 
 impl PresenceTab {
     async fn connect(app: &TestApp, room: i64) -> Self {
-        let (ws, _) = handshake(
-            app,
-            &format!("/rooms/{room}/presence"),
-            Some(&app.address),
-            None,
-        )
-        .await
-        .expect("presence handshake");
         Self {
-            tab: Tab::new(ws),
+            tab: Tab::new(presence(app, room).await),
             people: BTreeSet::new(),
         }
     }

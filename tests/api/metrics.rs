@@ -8,7 +8,7 @@ use reqwest::{StatusCode, header};
 
 use crate::{
     backend_tests,
-    cable_client::{Cable, handshake, identifier, signed_stream_in},
+    cable_client::{Cable, identifier, presence, signed_stream_in},
     helpers::{Backend, TestApp, spawn, spawn_with},
 };
 
@@ -129,14 +129,7 @@ backend_tests! {
         let mut cable = Cable::connect(&app).await;
         assert_eq!(cable.next().await["type"], "welcome");
         assert_eq!(cable.subscribe(&identifier(&signed)).await["type"], "confirm_subscription");
-        let (_presence, _) = handshake(
-            &app,
-            &format!("/rooms/{room}/presence"),
-            Some(&app.address),
-            None,
-        )
-        .await
-        .expect("presence handshake");
+        let _presence = presence(&app, room).await;
 
         app.create_task(room, "Count me").await;
         let frame = cable.next().await;

@@ -13,7 +13,7 @@ use tokio::{
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
-    cable_client::{Socket, WAIT, handshake},
+    cable_client::{Socket, WAIT, close_code, handshake, presence},
     helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
     processes,
 };
@@ -25,15 +25,9 @@ struct Presence {
 
 impl Presence {
     async fn connect(app: &TestApp, room: i64) -> Presence {
-        let (ws, _) = handshake(
-            app,
-            &format!("/rooms/{room}/presence"),
-            Some(&app.address),
-            None,
-        )
-        .await
-        .expect("presence handshake");
-        Presence { ws }
+        Presence {
+            ws: presence(app, room).await,
+        }
     }
 
     /// The next frame; `None` once closed.
@@ -72,16 +66,7 @@ impl Presence {
     }
 
     async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("closed in time")
-            {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
+        close_code(&mut self.ws).await
     }
 }
 
