@@ -563,6 +563,26 @@ impl UserLog {
         self.errors += 1;
         self.first_error.get_or_insert(what);
     }
+
+    /// The response to `method path` if it is a 200; otherwise logs its status or error.
+    fn ok(
+        &mut self,
+        method: &str,
+        path: &str,
+        result: Result<http::Response>,
+    ) -> Option<http::Response> {
+        match result {
+            Ok(res) if res.status == 200 => Some(res),
+            Ok(res) => {
+                self.error(format!("{method} {path}: {}", res.status));
+                None
+            }
+            Err(e) => {
+                self.error(format!("{method} {path}: {e:#}"));
+                None
+            }
+        }
+    }
 }
 
 /// One timed request; `None` when the window closed before it finished (not counted).
@@ -592,21 +612,11 @@ async fn virtual_user(
         let Some((page, took)) = timed(deadline, client.get(&room_path)).await else {
             break;
         };
-        let token = match page {
-            Ok(res) if res.status == 200 => {
-                log.page.push(took);
-                done.fetch_add(1, Ordering::Relaxed);
-                http::csrf_token(&res.body)
-            }
-            Ok(res) => {
-                log.error(format!("GET {room_path}: {}", res.status));
-                None
-            }
-            Err(e) => {
-                log.error(format!("GET {room_path}: {e:#}"));
-                None
-            }
-        };
+        let token = log.ok("GET", &room_path, page).and_then(|res| {
+            log.page.push(took);
+            done.fetch_add(1, Ordering::Relaxed);
+            http::csrf_token(&res.body)
+        });
         let Some(token) = token else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -624,22 +634,12 @@ async fn virtual_user(
         else {
             break;
         };
-        let task = match created {
-            Ok(res) if res.status == 200 => {
-                log.create.push(took);
-                done.fetch_add(1, Ordering::Relaxed);
-                mutations.fetch_add(1, Ordering::Relaxed);
-                http::task_id(&res.body)
-            }
-            Ok(res) => {
-                log.error(format!("POST {tasks_path}: {}", res.status));
-                None
-            }
-            Err(e) => {
-                log.error(format!("POST {tasks_path}: {e:#}"));
-                None
-            }
-        };
+        let task = log.ok("POST", &tasks_path, created).and_then(|res| {
+            log.create.push(took);
+            done.fetch_add(1, Ordering::Relaxed);
+            mutations.fetch_add(1, Ordering::Relaxed);
+            http::task_id(&res.body)
+        });
         let Some(task) = task else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -654,14 +654,10 @@ async fn virtual_user(
         else {
             break;
         };
-        match deleted {
-            Ok(res) if res.status == 200 => {
-                log.delete.push(took);
-                done.fetch_add(1, Ordering::Relaxed);
-                mutations.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(res) => log.error(format!("DELETE {path}: {}", res.status)),
-            Err(e) => log.error(format!("DELETE {path}: {e:#}")),
+        if log.ok("DELETE", &path, deleted).is_some() {
+            log.delete.push(took);
+            done.fetch_add(1, Ordering::Relaxed);
+            mutations.fetch_add(1, Ordering::Relaxed);
         }
     }
     log
