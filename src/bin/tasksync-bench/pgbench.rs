@@ -3,11 +3,7 @@
 //! room, so on the same row lock) against the benchmark's database, with as many clients as the
 //! HTTP phase had users. Its rate is the most any app on this PostgreSQL could commit.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -135,29 +131,6 @@ pub async fn run(
         rand::random::<u64>()
     ));
     std::fs::write(&file, script.text())?;
-    let outcome = invoke(
-        &pgbench,
-        &file,
-        database,
-        room,
-        clients,
-        secs,
-        cpu_of_servers,
-    )
-    .await;
-    let _ = std::fs::remove_file(&file);
-    outcome.map(|run| PgbenchRun { script, ..run })
-}
-
-async fn invoke(
-    pgbench: &Path,
-    script: &Path,
-    database: &str,
-    room: i64,
-    clients: usize,
-    secs: u64,
-    cpu_of_servers: impl Fn() -> Duration,
-) -> Result<PgbenchRun> {
     let threads = crate::stats::cores().min(clients).max(1);
     let meter = CpuMeter::start(cpu_of_servers());
     let run = Command::new(pgbench)
@@ -169,15 +142,15 @@ async fn invoke(
         .arg(format!("--define=room={room}"))
         .arg("--define=stream=pgbench")
         .arg(format!("--define=payload={}", "x".repeat(PAYLOAD_BYTES)))
-        .arg(format!("--file={}", script.display()))
+        .arg(format!("--file={}", file.display()))
         .arg(database)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(secs + 60), run)
-        .await
-        .context("pgbench did not finish in time")??;
+    let output = tokio::time::timeout(Duration::from_secs(secs + 60), run).await;
     let cpu = meter.stop(cpu_of_servers());
+    let _ = std::fs::remove_file(&file);
+    let output = output.context("pgbench did not finish in time")??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -197,7 +170,7 @@ async fn invoke(
         })
     };
     Ok(PgbenchRun {
-        script: Script::Store,
+        script,
         clients,
         secs,
         tps: field("tps = ").context("pgbench printed no tps")?,
