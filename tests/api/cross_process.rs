@@ -1,15 +1,15 @@
 //! Two server processes on one database: a change made through one reaches the cable
 //! subscribers of the other, through the PostgreSQL and the Redis adapters.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::{
     cable_client::{Cable, identifier, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase, postgres_admin_url},
-    processes::{self, ServerProcess},
+    helpers::{TestApp, TestDatabase, postgres_admin_url},
+    processes::{Cluster, ServerProcess},
 };
 
 struct Pair {
@@ -25,22 +25,20 @@ struct Pair {
 }
 
 async fn pair(adapter: &str) -> Pair {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let TestDatabase::Postgres { name } = &database else {
+    let channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
+    let cluster = Cluster::new(&[
+        ("PUBSUB_ADAPTER", adapter),
+        ("PUBSUB_CHANNEL", channel.as_str()),
+    ])
+    .await;
+    let TestDatabase::Postgres { name } = &*cluster.database else {
         panic!("a PostgreSQL test database");
     };
     let name = name.clone();
-    let database = Arc::new(database);
-    let channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("PUBSUB_ADAPTER", adapter),
-        ("PUBSUB_CHANNEL", channel.as_str()),
-    ];
-    let a = processes::start(&env).await;
-    let b = processes::start(&env).await;
-    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
-    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database);
+    let a = cluster.start().await;
+    let b = cluster.start().await;
+    let ada = cluster.client(&a.address);
+    let grace = cluster.client(&b.address);
     let room = ada.signed_in_room().await;
     grace.sign_in("Grace").await;
     let signed = signed_stream_in(&ada.get_html(&format!("/rooms/{room}")).await);

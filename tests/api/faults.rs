@@ -19,7 +19,7 @@ use crate::{
     cable_client::{Cable, Socket, identifier, page_identifier, presence, signed_stream_in},
     helpers::{Backend, TestApp, TestDatabase, task_id_in},
     private_servers::{PrivatePostgres, PrivateRedis, free_port},
-    processes::{self, ServerProcess},
+    processes::{self, Cluster, ServerProcess},
 };
 
 /// How long a service may take to be usable again after it is back.
@@ -614,19 +614,14 @@ async fn a_redis_restart_under_the_redis_adapter_loses_nothing_and_heals_by_itse
 
 #[tokio::test]
 async fn when_one_of_two_processes_is_killed_the_other_serves_on_and_its_clients_come_over() {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = Arc::new(database);
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("PUBSUB_ADAPTER", "postgres"),
-    ];
-    let mut a = processes::start(&env).await;
-    let b = processes::start(&env).await;
+    let cluster = Cluster::new(&[("PUBSUB_ADAPTER", "postgres")]).await;
+    let mut a = cluster.start().await;
+    let b = cluster.start().await;
 
     // Ada on A and Grace on B, each with a page, a cable subscription and a presence socket.
-    let mut ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let mut ada = cluster.client(&a.address);
     let room = ada.signed_in_room().await;
-    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database);
+    let grace = cluster.client(&b.address);
     grace.sign_in("Grace").await;
     let ada_page = ada.get_html(&format!("/rooms/{room}")).await;
     let grace_page = grace.get_html(&format!("/rooms/{room}")).await;

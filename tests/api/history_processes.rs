@@ -2,12 +2,11 @@
 //! subscribed on the other misses nothing, and a client that reconnects to the other process
 //! after its own went away is replayed what it missed.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use crate::{
     cable_client::{Cable, page_identifier},
-    helpers::{Backend, TestApp, TestDatabase},
-    processes,
+    processes::Cluster,
 };
 
 async fn appended_titles(cable: &mut Cable, wait: Duration) -> Vec<String> {
@@ -29,15 +28,10 @@ async fn appended_titles(cable: &mut Cable, wait: Duration) -> Vec<String> {
 
 #[tokio::test]
 async fn history_in_postgresql_carries_a_page_across_processes_and_reconnects() {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = Arc::new(database);
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("PUBSUB_ADAPTER", "postgres"),
-    ];
-    let a = processes::start(&env).await;
-    let mut b = processes::start(&env).await;
-    let ada_on_a = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let cluster = Cluster::new(&[("PUBSUB_ADAPTER", "postgres")]).await;
+    let a = cluster.start().await;
+    let mut b = cluster.start().await;
+    let ada_on_a = cluster.client(&a.address);
     let room = ada_on_a.signed_in_room().await;
     let page = ada_on_a.get_html(&format!("/rooms/{room}")).await;
     let identifier = page_identifier(&page);
@@ -54,7 +48,7 @@ async fn history_in_postgresql_carries_a_page_across_processes_and_reconnects() 
     assert_eq!(res.status(), 200);
 
     // The page's socket lands on the other process: it is replayed both, then gets live ones.
-    let ada_on_b = TestApp::at(b.address.clone(), Backend::Postgres, database.clone());
+    let ada_on_b = cluster.client(&b.address);
     ada_on_b.sign_in("Ada").await;
     let mut cable = Cable::connect(&ada_on_b).await;
     assert_eq!(cable.next().await["type"], "welcome");
@@ -93,18 +87,15 @@ async fn history_in_postgresql_carries_a_page_across_processes_and_reconnects() 
 async fn a_process_killed_between_a_change_and_its_broadcast_keeps_neither() {
     use sqlx::{Connection as _, PgConnection};
 
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = Arc::new(database);
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("PUBSUB_ADAPTER", "postgres"),
-    ];
-    let mut a = processes::start(&env).await;
-    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    let cluster = Cluster::new(&[("PUBSUB_ADAPTER", "postgres")]).await;
+    let mut a = cluster.start().await;
+    let ada = cluster.client(&a.address);
     let room = ada.signed_in_room().await;
     let kept = ada.create_task(room, "before").await;
 
-    let mut admin = PgConnection::connect(&url).await.expect("admin connection");
+    let mut admin = PgConnection::connect(&cluster.url)
+        .await
+        .expect("admin connection");
     let mut holding = admin.begin().await.expect("BEGIN");
     let locked: i64 =
         sqlx::query_scalar("SELECT last_offset FROM tasksync_streams WHERE stream = $1 FOR UPDATE")
@@ -130,7 +121,7 @@ async fn a_process_killed_between_a_change_and_its_broadcast_keeps_neither() {
                 .await;
         })
     };
-    let mut watcher = PgConnection::connect(&url)
+    let mut watcher = PgConnection::connect(&cluster.url)
         .await
         .expect("watcher connection");
     let waiting = async {

@@ -4,17 +4,14 @@
 //! unprivileged on a free port with a temporary prefix; it must be installed (bin/test does
 //! that with apt-get), and the test fails, never skips, without it.
 
-use std::{
-    os::unix::fs::PermissionsExt as _, path::Path, process::Stdio, sync::Arc, time::Duration,
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Stdio, time::Duration};
 
 use reqwest::StatusCode;
 use tokio::process::{Child, Command};
 
 use crate::{
     cable_client::{Cable, handshake, identifier, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase},
-    processes::{self, ServerProcess},
+    processes::{Cluster, ServerProcess},
 };
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -148,19 +145,14 @@ fn host_port(process: &ServerProcess) -> &str {
 
 #[tokio::test]
 async fn the_shipped_nginx_config_fronts_two_processes_and_carries_the_cable_between_them() {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = Arc::new(database);
     // As docs/operations.md says to run it: the app believes nginx's forwarded headers.
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("TRUSTED_PROXIES", "127.0.0.1"),
-    ];
-    let a = processes::start(&env).await;
-    let b = processes::start(&env).await;
+    let cluster = Cluster::new(&[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let a = cluster.start().await;
+    let b = cluster.start().await;
     let nginx = start_nginx([host_port(&a), host_port(&b)]).await;
 
     // Pages through nginx, whichever process answers each request.
-    let ada = TestApp::at(nginx.address.clone(), Backend::Postgres, database.clone());
+    let ada = cluster.client(&nginx.address);
     let room = ada.signed_in_room().await;
     let page = ada.get(&format!("/rooms/{room}")).await;
     assert_eq!(page.status(), StatusCode::OK);
@@ -194,7 +186,7 @@ async fn the_shipped_nginx_config_fronts_two_processes_and_carries_the_cable_bet
         }
     }
     let other = holder.expect("one process holds the cable socket");
-    let grace = TestApp::at(other.address.clone(), Backend::Postgres, database.clone());
+    let grace = cluster.client(&other.address);
     grace.sign_in("Grace").await;
     grace.create_task(room, "Through the other process").await;
     let frame = cable.next().await;

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::{
     cable_client::{Socket, WAIT, close_code, handshake, presence},
-    helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
-    processes,
+    helpers::{Backend, TestApp, spawn, spawn_with},
+    processes::Cluster,
 };
 
 /// A presence socket as a test sees it.
@@ -393,23 +393,21 @@ async fn a_storm_of_arrivals_reaches_each_client_as_a_few_batched_diffs() {
 
 /// Two processes on one PostgreSQL database: Ada on A, Grace on B.
 async fn across_processes(adapter: &str) {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = std::sync::Arc::new(database);
     let channel = format!("tasksync-test-{}", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("DATABASE_URL", url.as_str()),
+    let cluster = Cluster::new(&[
         ("PUBSUB_ADAPTER", adapter),
         ("PUBSUB_CHANNEL", channel.as_str()),
-    ];
-    let a = processes::start(&env).await;
-    let mut b = processes::start(&env).await;
-    let ada = TestApp::at(a.address.clone(), Backend::Postgres, database.clone());
+    ])
+    .await;
+    let a = cluster.start().await;
+    let mut b = cluster.start().await;
+    let ada = cluster.client(&a.address);
     let room = ada.signed_in_room().await;
     let mut ada_socket = Presence::connect(&ada, room).await;
     let mut view = names(&ada_socket.frame().await["users"]);
     assert_eq!(view, ["Ada"]);
 
-    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database.clone());
+    let grace = cluster.client(&b.address);
     grace.sign_in("Grace").await;
     let mut grace_socket = Presence::connect(&grace, room).await;
     let mut grace_view = names(&grace_socket.frame().await["users"]);
@@ -444,8 +442,8 @@ async fn across_processes(adapter: &str) {
     assert!(status.success(), "{status:?}");
 
     // Back again, Grace reconnects; then the process dies without warning.
-    let mut b = processes::start(&env).await;
-    let grace = TestApp::at(b.address.clone(), Backend::Postgres, database.clone());
+    let mut b = cluster.start().await;
+    let grace = cluster.client(&b.address);
     grace.sign_in("Grace").await;
     let mut grace_socket = Presence::connect(&grace, room).await;
     let mut grace_view = names(&grace_socket.frame().await["users"]);

@@ -1,9 +1,11 @@
 //! Real `tasksync` processes, for what only separate processes can show: broadcasts crossing
 //! between them, memory use, signals.
 
-use std::{process::Stdio, time::Duration};
+use std::{process::Stdio, sync::Arc, time::Duration};
 
 use tokio::process::{Child, Command};
+
+use crate::helpers::{Backend, TestApp, TestDatabase};
 
 /// The secret every test process shares, so a cookie or a signed stream name from one process
 /// is good on another, as in a real deployment.
@@ -84,5 +86,45 @@ impl ServerProcess {
             .json()
             .await
             .expect("JSON")
+    }
+}
+
+/// Server processes sharing one fresh PostgreSQL database, each started with the same environment.
+pub struct Cluster {
+    pub database: Arc<TestDatabase>,
+    /// The database's URL.
+    pub url: String,
+    /// What every process is started with: `DATABASE_URL`, then the rest.
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// A fresh PostgreSQL database, for processes started with `env` beside its `DATABASE_URL`.
+    pub async fn new(env: &[(&str, &str)]) -> Cluster {
+        let (database, url) = TestDatabase::create(Backend::Postgres).await;
+        let env = std::iter::once(("DATABASE_URL", url.as_str()))
+            .chain(env.iter().copied())
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+        Cluster {
+            database: Arc::new(database),
+            url,
+            env,
+        }
+    }
+
+    /// Starts one more process on the database.
+    pub async fn start(&self) -> ServerProcess {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        start(&env).await
+    }
+
+    /// A client, with a cookie jar of its own, of the server at `address`.
+    pub fn client(&self, address: &str) -> TestApp {
+        TestApp::at(address.to_owned(), Backend::Postgres, self.database.clone())
     }
 }

@@ -2,12 +2,10 @@
 //! or machines behind a load balancer would run: a change made through each one reaches the
 //! cable subscribers of the other two (and its own), with no sticky sessions.
 
-use std::sync::Arc;
-
 use crate::{
     cable_client::{Cable, identifier, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase},
-    processes,
+    helpers::TestApp,
+    processes::Cluster,
 };
 
 /// Reads frames until a broadcast mentions `text`; panics if none does in time.
@@ -22,21 +20,16 @@ async fn until_broadcast(cable: &mut Cable, text: &str) {
 
 #[tokio::test]
 async fn a_change_through_each_of_three_processes_reaches_the_subscribers_of_the_others() {
-    let (database, url) = TestDatabase::create(Backend::Postgres).await;
-    let database = Arc::new(database);
-    let env = [("DATABASE_URL", url.as_str())];
+    let cluster = Cluster::new(&[]).await;
     let servers = [
-        processes::start(&env).await,
-        processes::start(&env).await,
-        processes::start(&env).await,
+        cluster.start().await,
+        cluster.start().await,
+        cluster.start().await,
     ];
     let ports: std::collections::HashSet<_> = servers.iter().map(|s| &s.address).collect();
     assert_eq!(ports.len(), 3, "three different ports");
 
-    let people: Vec<TestApp> = servers
-        .iter()
-        .map(|s| TestApp::at(s.address.clone(), Backend::Postgres, database.clone()))
-        .collect();
+    let people: Vec<TestApp> = servers.iter().map(|s| cluster.client(&s.address)).collect();
     let room = people[0].signed_in_room().await;
     let mut cables = Vec::new();
     for (i, person) in people.iter().enumerate() {
