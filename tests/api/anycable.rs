@@ -3,21 +3,17 @@
 //! client missed, or say plainly that they cannot.
 
 use std::{
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::Command,
-};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::{
     cable_client::{ACTIONCABLE_PROTOCOLS, Cable, identifier, signed_stream_in},
     helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
-    processes::SHARED_SECRET,
+    processes::{self, log_line_where},
 };
 
 const EXT: &str = "actioncable-v1-ext-json";
@@ -307,48 +303,13 @@ async fn a_stale_epoch_a_position_outside_the_window_or_no_position_is_rejected(
     );
 }
 
-/// Waits until a captured log line satisfies `found`.
-async fn logged(lines: &Mutex<Vec<Value>>, found: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = lines.lock().unwrap().iter().find(|l| found(l)) {
-            return line.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no such log line in {:#?}",
-            lines.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn malformed_history_commands_are_dropped_with_a_logged_reason_and_the_socket_stays_up() {
     // A real process, for its JSON log lines.
     let (database, url) = TestDatabase::create(Backend::Sqlite).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasksync"))
-        .current_dir(std::env::temp_dir())
-        .env_remove("RUST_LOG")
-        .env_remove("PUBSUB_ADAPTER")
-        .env("TASKSYNC_ENV", "test")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &url)
-        .env("SECRET_KEY_BASE", SHARED_SECRET)
-        .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the tasksync binary starts");
+    let mut server = processes::start_logging_json(&[("DATABASE_URL", &url)]).await;
     let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = BufReader::new(server.child.stdout.take().unwrap()).lines();
     let sink = lines.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = stdout.next_line().await {
@@ -357,16 +318,7 @@ async fn malformed_history_commands_are_dropped_with_a_logged_reason_and_the_soc
             }
         }
     });
-    let address = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{address}/up")).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no /up on {address}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let app = TestApp::at(address, Backend::Sqlite, Arc::new(database));
+    let app = TestApp::at(server.address.clone(), Backend::Sqlite, Arc::new(database));
     let room = room(&app).await;
     let id = identifier(&room.signed);
     let mut cable = connect_ext(&app).await;
@@ -418,14 +370,14 @@ async fn malformed_history_commands_are_dropped_with_a_logged_reason_and_the_soc
         assert_eq!(title(frame), "Still here");
     }
 
-    let _ = logged(&lines, |l| {
+    let _ = log_line_where(&lines, |l| {
         l["fields"]["message"] == "ignoring the history asked with a subscription"
             && l["fields"]["error"]
                 .as_str()
                 .is_some_and(|e| e.starts_with("malformed history request"))
     })
     .await;
-    let _ = logged(&lines, |l| {
+    let _ = log_line_where(&lines, |l| {
         l["fields"]["message"]
             == "ignoring a history request for a subscription this socket does not hold"
     })
@@ -452,5 +404,5 @@ async fn malformed_history_commands_are_dropped_with_a_logged_reason_and_the_soc
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = child.kill().await;
+    let _ = server.child.kill().await;
 }

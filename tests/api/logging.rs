@@ -2,50 +2,16 @@
 //! socket carry the id of the request that opened it, and no cookie or CSRF token is ever
 //! written.
 
-use std::{
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
-    process::Command,
-};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _, http::HeaderValue};
 
 use crate::{
     helpers::{Backend, TestApp, TestDatabase},
-    processes::SHARED_SECRET,
+    processes::{self, log_line_where},
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until a captured line satisfies `found`, and returns it.
-async fn line_where(
-    lines: &Mutex<Vec<serde_json::Value>>,
-    found: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = lines.lock().unwrap().iter().find(|l| found(l)) {
-            return line.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no such log line in {:#?}",
-            lines.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The request id of the span a line was written in: its own span's, or an enclosing one's.
 fn request_id(line: &serde_json::Value) -> Option<&str> {
@@ -57,24 +23,10 @@ fn request_id(line: &serde_json::Value) -> Option<&str> {
 #[tokio::test]
 async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secrets() {
     let (database, url) = TestDatabase::create(Backend::Sqlite).await;
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasksync"))
-        .current_dir(std::env::temp_dir())
-        .env_remove("RUST_LOG")
-        .env("TASKSYNC_ENV", "test")
-        .env("PORT", port.to_string())
-        .env("DATABASE_URL", &url)
-        .env("SECRET_KEY_BASE", SHARED_SECRET)
-        .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the tasksync binary starts");
+    let mut server = processes::start_logging_json(&[("DATABASE_URL", &url)]).await;
     let lines = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
     let raw = Arc::new(Mutex::new(String::new()));
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = BufReader::new(server.child.stdout.take().unwrap()).lines();
     let (sink, raw_sink) = (lines.clone(), raw.clone());
     tokio::spawn(async move {
         while let Ok(Some(line)) = stdout.next_line().await {
@@ -84,15 +36,7 @@ async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secr
             sink.lock().unwrap().push(parsed);
         }
     });
-    let address = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{address}/up")).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no /up on {address}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let address = server.address.clone();
 
     let app = TestApp::at(address.clone(), Backend::Sqlite, Arc::new(database));
     app.sign_in("Ada").await;
@@ -104,7 +48,7 @@ async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secr
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let access = line_where(&lines, |l| request_id(l) == Some("page-req-1")).await;
+    let access = log_line_where(&lines, |l| request_id(l) == Some("page-req-1")).await;
     assert_eq!(access["fields"]["route"], "/rooms", "{access}");
     assert_eq!(access["fields"]["status"], 200);
 
@@ -126,7 +70,7 @@ async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secr
         .expect("cable handshake");
     ws.next().await.expect("welcome").unwrap();
     ws.send(Message::text("this is not JSON")).await.unwrap();
-    let socket_line = line_where(&lines, |l| {
+    let socket_line = log_line_where(&lines, |l| {
         l["fields"]["message"] == "ignoring a cable frame"
     })
     .await;
@@ -150,7 +94,7 @@ async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secr
         .await;
     assert_eq!(res.status(), 303);
     drop(ws);
-    let _ = line_where(&lines, |l| {
+    let _ = log_line_where(&lines, |l| {
         l["fields"]["route"] == "/rooms" && l["span"]["method"] == "POST"
     })
     .await;
@@ -158,5 +102,5 @@ async fn json_logs_name_the_request_on_http_and_socket_lines_and_never_hold_secr
     let session_value = cookie.split_once('=').unwrap().1;
     assert!(!raw.contains(session_value), "a session cookie was logged");
     assert!(!raw.contains(&token), "a CSRF token was logged");
-    let _ = child.kill().await;
+    let _ = server.child.kill().await;
 }

@@ -1,8 +1,13 @@
 //! Real `tasksync` processes, for what only separate processes can show: broadcasts crossing
 //! between them, memory use, signals.
 
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::helpers::{Backend, TestApp, TestDatabase};
@@ -26,6 +31,20 @@ fn free_port() -> u16 {
 
 /// Starts the binary with `env` on a free port and waits until `/up` answers.
 pub async fn start(env: &[(&str, &str)]) -> ServerProcess {
+    start_with_stdout(env, Stdio::null()).await
+}
+
+/// Starts the binary as [`start`] does, logging JSON at info level to its piped standard output.
+pub async fn start_logging_json(env: &[(&str, &str)]) -> ServerProcess {
+    let env: Vec<(&str, &str)> = [("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    start_with_stdout(&env, Stdio::piped()).await
+}
+
+/// Starts the binary as [`start`] does, its standard output going to `stdout`.
+async fn start_with_stdout(env: &[(&str, &str)], stdout: Stdio) -> ServerProcess {
     let port = free_port();
     let dir = std::env::temp_dir();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasksync"));
@@ -44,7 +63,7 @@ pub async fn start(env: &[(&str, &str)]) -> ServerProcess {
         .env("SECRET_KEY_BASE", SHARED_SECRET)
         .env("LOG_LEVEL", "warn")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let child = cmd.spawn().expect("the tasksync binary starts");
@@ -64,6 +83,22 @@ pub async fn start(env: &[(&str, &str)]) -> ServerProcess {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     ServerProcess { child, address }
+}
+
+/// Waits until a captured JSON log line satisfies `found`, and returns it.
+pub async fn log_line_where(lines: &Mutex<Vec<Value>>, found: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(line) = lines.lock().unwrap().iter().find(|l| found(l)) {
+            return line.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such log line in {:#?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl ServerProcess {
