@@ -67,8 +67,7 @@ async fn snapshot(app: &TestApp, room: i64) -> String {
 
 /// Someone else can still sign in, open the room and reach the health check.
 async fn still_serves(app: &TestApp, room: i64) {
-    let other = app.new_visitor();
-    other.sign_in("Bystander").await;
+    let other = app.new_visitor_signed_in("Bystander").await;
     assert_eq!(
         other.get(&format!("/rooms/{room}")).await.status(),
         StatusCode::OK
@@ -215,8 +214,7 @@ crate::backend_tests! {
         assert_eq!(cable.next().await["type"], "welcome");
         assert_eq!(cable.subscribe(&identifier(&signed)).await["type"], "confirm_subscription");
 
-        let eve = app.new_visitor();
-        eve.sign_in(XSS_NAME).await;
+        let eve = app.new_visitor_signed_in(XSS_NAME).await;
         let res = eve
             .post_turbo(&format!("/rooms/{room}/tasks"), &[("task[title]", XSS_TITLE), ("task[notes]", XSS_NOTES)])
             .await;
@@ -275,8 +273,7 @@ async fn markup_in_names_reaches_presence_frames_as_plain_json_strings() {
     let room = app.signed_in_room().await;
     let mut ada = presence(&app, room).await;
     assert_eq!(next_json(&mut ada).await["type"], "presence_state");
-    let eve = app.new_visitor();
-    eve.sign_in(XSS_NAME).await;
+    let eve = app.new_visitor_signed_in(XSS_NAME).await;
     let mut eves = presence(&eve, room).await;
     next_json(&mut eves).await;
     let diff = until(&mut ada, "presence_diff").await;
@@ -491,7 +488,7 @@ async fn a_subscribe_flood_is_answered_in_order_and_leaves_nothing_behind() {
     }
     let up: Value = app.get("/up").await.json().await.unwrap();
     assert_eq!(up["cable"]["subscriptions"], 0, "{up}");
-    let (_id, mut other) = subscribed(&app.new_visitor_signed_in().await, room).await;
+    let (_id, mut other) = subscribed(&app.new_visitor_signed_in("Grace").await, room).await;
     app.create_task(room, "After the flood").await;
     assert!(
         other.next().await["message"]
@@ -615,7 +612,7 @@ async fn hostile_presence_frames_get_exact_errors_and_the_room_is_untouched() {
     still_serves(&f.app, f.room).await;
     // The socket is still a working presence socket.
     send_text(&mut ws, r#"{"type":"typing","typing":false}"#).await;
-    let mut grace = presence(&f.app.new_visitor_signed_in().await, f.room).await;
+    let mut grace = presence(&f.app.new_visitor_signed_in("Grace").await, f.room).await;
     let state = next_json(&mut grace).await;
     assert_eq!(state["users"].as_array().unwrap().len(), 2, "{state}");
 }
@@ -775,7 +772,7 @@ async fn mutations_beyond_the_session_rate_get_429_with_retry_after() {
     );
     // Reading is not limited, nothing changed, and another session is unaffected.
     assert_eq!(snapshot(&app, room).await, before);
-    let grace = app.new_visitor_signed_in().await;
+    let grace = app.new_visitor_signed_in("Grace").await;
     grace.create_task(room, "Grace's").await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     app.create_task(room, "after waiting").await;
@@ -859,14 +856,6 @@ async fn a_client_that_sends_its_headers_too_slowly_gets_408() {
     assert!(started.elapsed() < Duration::from_secs(4));
     // A client that sends its request promptly is served.
     assert_eq!(app.get("/up").await.status(), StatusCode::OK);
-}
-
-impl TestApp {
-    async fn new_visitor_signed_in(&self) -> TestApp {
-        let other = self.new_visitor();
-        other.sign_in("Grace").await;
-        other
-    }
 }
 
 impl Cable {

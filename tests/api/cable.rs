@@ -100,8 +100,7 @@ async fn a_plain_get_of_the_cable_is_a_bad_request() {
 crate::backend_tests! {
     async fn a_change_posted_by_someone_else_reaches_the_subscriber(app: TestApp) {
         let (room, id, mut cable) = subscribed(&app).await;
-        let grace = app.new_visitor();
-        grace.sign_in("Grace").await;
+        let grace = app.new_visitor_signed_in("Grace").await;
         let task = grace.create_task(room, "From Grace").await;
 
         let frame = cable.next().await;

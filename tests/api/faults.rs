@@ -297,8 +297,7 @@ impl Room {
     async fn open(server: &ServerProcess, database: Arc<TestDatabase>, backend: Backend) -> Self {
         let ada = TestApp::at(server.address.clone(), backend, database);
         let id = ada.signed_in_room().await;
-        let grace = ada.new_visitor();
-        grace.sign_in("Grace").await;
+        let grace = ada.new_visitor_signed_in("Grace").await;
         let page = ada.get_html(&format!("/rooms/{id}")).await;
         let cable = subscribed_cable(&ada, &identifier(&signed_stream_in(&page))).await;
         let mut presence = PresenceTab::connect(&ada, id).await;

@@ -179,6 +179,13 @@ impl TestApp {
         TestApp::at(self.address.clone(), self.backend, self._database.clone())
     }
 
+    /// Another person on the same server, signed in as `name`.
+    pub async fn new_visitor_signed_in(&self, name: &str) -> TestApp {
+        let visitor = self.new_visitor();
+        visitor.sign_in(name).await;
+        visitor
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -77,8 +77,7 @@ async fn a_change_made_between_render_and_subscription(app: TestApp) {
         "{page}"
     );
 
-    let grace = app.new_visitor();
-    grace.sign_in("Grace").await;
+    let grace = app.new_visitor_signed_in("Grace").await;
     grace
         .create_task(room, "Between render and subscribe")
         .await;
@@ -137,8 +136,7 @@ async fn changes_made_during_a_replay(app: TestApp) {
     for i in 0..10 {
         app.create_task(room, &format!("before {i:02}")).await;
     }
-    let poster = app.new_visitor();
-    poster.sign_in("Poster").await;
+    let poster = app.new_visitor_signed_in("Poster").await;
     let posting = {
         let poster = poster;
         tokio::spawn(async move {

@@ -132,8 +132,7 @@ crate::backend_tests! {
 
         let mut view = names(&state["users"]);
 
-        let grace = app.new_visitor();
-        grace.sign_in("Grace").await;
+        let grace = app.new_visitor_signed_in("Grace").await;
         let mut grace_socket = Presence::connect(&grace, room).await;
         assert_eq!(names(&grace_socket.frame().await["users"]), ["Ada", "Grace"]);
         // A first diff may still repeat Ada's own join, which the state already showed.
@@ -157,8 +156,7 @@ crate::backend_tests! {
 async fn someone_with_several_tabs_is_listed_once_and_leaves_with_the_last_tab() {
     let app = spawn(Backend::Sqlite).await;
     let room = app.signed_in_room().await;
-    let watcher = app.new_visitor();
-    watcher.sign_in("Watcher").await;
+    let watcher = app.new_visitor_signed_in("Watcher").await;
     let mut watch = Presence::connect(&watcher, room).await;
     let mut view = names(&watch.frame().await["users"]);
 
@@ -181,8 +179,7 @@ async fn typing_reaches_everyone_else_but_not_the_typists_own_tabs() {
     let room = app.signed_in_room().await;
     let mut ada = Presence::connect(&app, room).await;
     let mut ada_tab2 = Presence::connect(&app, room).await;
-    let grace_app = app.new_visitor();
-    grace_app.sign_in("Grace").await;
+    let grace_app = app.new_visitor_signed_in("Grace").await;
     let mut grace = Presence::connect(&grace_app, room).await;
     for socket in [&mut ada, &mut ada_tab2, &mut grace] {
         socket.frame().await;
@@ -214,8 +211,7 @@ async fn typing_is_rate_limited_and_expires_by_itself() {
     let app = spawn(Backend::Sqlite).await;
     let room = app.signed_in_room().await;
     let mut ada = Presence::connect(&app, room).await;
-    let grace_app = app.new_visitor();
-    grace_app.sign_in("Grace").await;
+    let grace_app = app.new_visitor_signed_in("Grace").await;
     let mut grace = Presence::connect(&grace_app, room).await;
     ada.frame().await;
     grace.frame().await;
@@ -349,9 +345,7 @@ async fn a_storm_of_arrivals_reaches_each_client_as_a_few_batched_diffs() {
 
     let mut people = Vec::new();
     for i in 0..200 {
-        let person = app.new_visitor();
-        person.sign_in(&format!("person{i:03}")).await;
-        people.push(person);
+        people.push(app.new_visitor_signed_in(&format!("person{i:03}")).await);
     }
     let sockets =
         futures_util::future::join_all(people.iter().map(|p| Presence::connect(p, room))).await;
@@ -609,8 +603,7 @@ async fn a_client_that_answers_pings_stays_connected_past_the_idle_timeout() {
     assert!(pings >= 5, "{pings} pings in 3 s");
 
     // Still here, as others see it, and still hearing about them.
-    let grace = app.new_visitor();
-    grace.sign_in("Grace").await;
+    let grace = app.new_visitor_signed_in("Grace").await;
     let mut grace_socket = Presence::connect(&grace, room).await;
     assert_eq!(
         names(&grace_socket.frame().await["users"]),
@@ -627,8 +620,7 @@ async fn a_client_that_answers_pings_stays_connected_past_the_idle_timeout() {
 async fn a_client_that_stops_answering_pings_is_closed_and_leaves_the_room() {
     let app = spawn_pinging().await;
     let room = app.signed_in_room().await;
-    let grace = app.new_visitor();
-    grace.sign_in("Grace").await;
+    let grace = app.new_visitor_signed_in("Grace").await;
     let mut grace_socket = Presence::connect(&grace, room).await;
     let mut view = names(&grace_socket.frame().await["users"]);
 

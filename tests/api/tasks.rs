@@ -115,8 +115,7 @@ crate::backend_tests! {
         let task = app.create_task(room, "Original").await;
         let path = format!("/rooms/{room}/tasks/{task}");
 
-        let grace = app.new_visitor();
-        grace.sign_in("Grace").await;
+        let grace = app.new_visitor_signed_in("Grace").await;
         let res = grace
             .post_turbo(&path, &[("_method", "patch"), ("task[title]", "Grace's"), ("task[lock_version]", "0")])
             .await;
