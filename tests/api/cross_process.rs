@@ -182,11 +182,6 @@ async fn broadcasts_resume_by_themselves_after_postgresql_drops_every_connection
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let up: Value = reqwest::get(p.ada.url("/up"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let up: Value = p.ada.get("/up").await.json().await.unwrap();
     assert_eq!(up["status"], "ok", "{up}");
 }

@@ -376,12 +376,7 @@ async fn a_storm_of_arrivals_reaches_each_client_as_a_few_batched_diffs() {
         apply(&mut view, &frame);
     }
     assert!(frames <= 20, "{frames} diff frames for 200 departures");
-    let up: Value = reqwest::get(app.url("/up"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let up: Value = app.get("/up").await.json().await.unwrap();
     assert_eq!(up["presence"]["connections"], 1, "{up}");
 }
 
@@ -653,12 +648,7 @@ async fn a_client_that_stops_answering_pings_is_closed_and_leaves_the_room() {
         String::from_utf8_lossy(&close[2..])
     );
 
-    let up: Value = reqwest::get(app.url("/up"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let up: Value = app.get("/up").await.json().await.unwrap();
     assert_eq!(up["presence"]["connections"], 1, "{up}");
 }
 
