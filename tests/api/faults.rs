@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     cable_client::{Cable, Socket, identifier, page_identifier, presence, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase, task_id_in},
-    private_servers::{PrivatePostgres, PrivateRedis, free_port},
+    helpers::{Backend, TestApp, TestDatabase, free_port, task_id_in},
+    private_servers::{PrivatePostgres, PrivateRedis},
     processes::{self, Cluster, ServerProcess},
 };
 

@@ -11,18 +11,12 @@ use tokio::process::{Child, Command};
 
 use crate::{
     cable_client::{Cable, handshake, identifier, signed_stream_in},
+    helpers::free_port,
     processes::{Cluster, ServerProcess},
 };
 
 const NGINX: &str = "/usr/sbin/nginx";
 const SITE: &str = include_str!("../../config/deploy/nginx.conf");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// The shipped site with its listen address and upstream servers pointed at the test's.
 fn site_for(listen: u16, upstreams: [&str; 2]) -> String {

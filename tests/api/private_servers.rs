@@ -16,13 +16,7 @@ use tokio::{
     net::TcpStream,
 };
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use crate::helpers::free_port;
 
 /// Whether this process runs as root (its effective user id is 0), read from /proc.
 fn running_as_root() -> bool {

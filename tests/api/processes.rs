@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{Backend, TestApp, TestDatabase};
+use crate::helpers::{Backend, TestApp, TestDatabase, free_port};
 
 /// The secret every test process shares, so a cookie or a signed stream name from one process
 /// is good on another, as in a real deployment.
@@ -20,13 +20,6 @@ pub const SHARED_SECRET: &str = "shared-test-secret-0123456789abcdef0123456789";
 pub struct ServerProcess {
     pub child: Child,
     pub address: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Starts the binary with `env` on a free port and waits until `/up` answers.
