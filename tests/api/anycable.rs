@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::{
     cable_client::{ACTIONCABLE_PROTOCOLS, Cable, identifier, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with},
+    helpers::{Backend, TestApp, TestDatabase, spawn, spawn_with, task_title},
     processes::{self, log_line_where},
 };
 
@@ -75,12 +75,7 @@ async fn frames_within(cable: &mut Cable, wait: Duration) -> Vec<Value> {
 /// The title of the task a broadcast appends.
 fn title(frame: &Value) -> &str {
     let html = frame["message"].as_str().expect("a data frame");
-    let marker = "<p class=\"task__title\">";
-    let start = html
-        .find(marker)
-        .unwrap_or_else(|| panic!("an append: {html}"))
-        + marker.len();
-    html[start..].split('<').next().unwrap()
+    task_title(html).unwrap_or_else(|| panic!("an append: {html}"))
 }
 
 fn offset(frame: &Value) -> u64 {

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     cable_client::{Cable, Socket, identifier, page_identifier, presence, signed_stream_in},
-    helpers::{Backend, TestApp, TestDatabase, free_port, task_id_in},
+    helpers::{Backend, TestApp, TestDatabase, free_port, task_id_in, task_title},
     private_servers::{PrivatePostgres, PrivateRedis},
     processes::{self, Cluster, ServerProcess},
 };
@@ -123,21 +123,14 @@ impl Tab {
 
     /// The titles of the tasks appended by the broadcasts that arrive within `wait`, in order.
     async fn appended_titles(&mut self, wait: Duration) -> Vec<String> {
-        const TITLE: &str = "<p class=\"task__title\">";
         let deadline = Instant::now() + wait;
         let mut titles = Vec::new();
         while let Some(Event::Frame(frame)) = self.next_before(deadline).await {
             let html = frame["message"].as_str().unwrap_or_default();
             if html.starts_with("<turbo-stream action=\"append\"")
-                && let Some(at) = html.find(TITLE)
+                && let Some(title) = task_title(html)
             {
-                titles.push(
-                    html[at + TITLE.len()..]
-                        .split('<')
-                        .next()
-                        .unwrap()
-                        .to_owned(),
-                );
+                titles.push(title.to_owned());
             }
         }
         titles

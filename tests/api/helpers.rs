@@ -315,6 +315,13 @@ pub fn task_id_in(html: &str) -> Option<i64> {
     html[start..].split('"').next()?.parse().ok()
 }
 
+/// The title of the first task in an HTML fragment.
+pub fn task_title(html: &str) -> Option<&str> {
+    const MARKER: &str = "<p class=\"task__title\">";
+    let start = html.find(MARKER)? + MARKER.len();
+    html[start..].split('<').next()
+}
+
 /// Runs each test body once per backend: `mod sqlite` and `mod postgres` each get a test.
 #[macro_export]
 macro_rules! backend_tests {

@@ -9,7 +9,7 @@ use tasksync::config::Settings;
 
 use crate::{
     cable_client::{Cable, page_identifier},
-    helpers::{Backend, TestApp, spawn, spawn_with},
+    helpers::{Backend, TestApp, spawn, spawn_with, task_title},
 };
 
 /// A server whose history is kept in Redis, on a channel no other test uses (they share one
@@ -51,11 +51,7 @@ fn appended_titles(messages: &[String]) -> Vec<String> {
     messages
         .iter()
         .filter(|m| m.starts_with("<turbo-stream action=\"append\""))
-        .map(|m| {
-            let start =
-                m.find("<p class=\"task__title\">").unwrap() + "<p class=\"task__title\">".len();
-            m[start..].split('<').next().unwrap().to_owned()
-        })
+        .map(|m| task_title(m).unwrap().to_owned())
         .collect()
 }
 

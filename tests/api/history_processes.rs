@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::{
     cable_client::{Cable, page_identifier},
+    helpers::task_title,
     processes::Cluster,
 };
 
@@ -14,13 +15,10 @@ async fn appended_titles(cable: &mut Cable, wait: Duration) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(frame) = tokio::time::timeout_at(deadline, cable.next()).await {
         let html = frame["message"].as_str().unwrap_or_default();
-        if let Some(start) = html
-            .starts_with("<turbo-stream action=\"append\"")
-            .then(|| html.find("<p class=\"task__title\">"))
-            .flatten()
+        if html.starts_with("<turbo-stream action=\"append\"")
+            && let Some(title) = task_title(html)
         {
-            let rest = &html[start + "<p class=\"task__title\">".len()..];
-            titles.push(rest.split('<').next().unwrap().to_owned());
+            titles.push(title.to_owned());
         }
     }
     titles
