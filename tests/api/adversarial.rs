@@ -210,9 +210,7 @@ crate::backend_tests! {
     async fn markup_in_every_user_text_is_inert_in_pages_and_streams(app: TestApp) {
         let room = app.signed_in_room().await;
         let signed = signed_stream_in(&app.get_html(&format!("/rooms/{room}")).await);
-        let mut cable = Cable::connect(&app).await;
-        assert_eq!(cable.next().await["type"], "welcome");
-        assert_eq!(cable.subscribe(&identifier(&signed)).await["type"], "confirm_subscription");
+        let mut cable = Cable::subscribed(&app, &identifier(&signed)).await;
 
         let eve = app.new_visitor_signed_in(XSS_NAME).await;
         let res = eve

@@ -85,6 +85,18 @@ impl Cable {
         Self::connect_offering(app, ACTIONCABLE_PROTOCOLS).await
     }
 
+    /// Connects as [`Cable::connect`] does and subscribes with `identifier`, asserting the
+    /// welcome and the confirmation.
+    pub async fn subscribed(app: &TestApp, identifier: &str) -> Cable {
+        let mut cable = Self::connect(app).await;
+        assert_eq!(cable.next().await["type"], "welcome");
+        assert_eq!(
+            cable.subscribe(identifier).await["type"],
+            "confirm_subscription"
+        );
+        cable
+    }
+
     /// Connects offering `protocols` (a client of another ActionCable dialect, say).
     pub async fn connect_offering(app: &TestApp, protocols: &'static str) -> Cable {
         let (ws, response) = handshake(app, "/cable", Some(&app.address), Some(protocols))

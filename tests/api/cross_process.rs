@@ -42,12 +42,7 @@ async fn pair(adapter: &str) -> Pair {
     let room = ada.signed_in_room().await;
     grace.sign_in("Grace").await;
     let signed = signed_stream_in(&ada.get_html(&format!("/rooms/{room}")).await);
-    let mut cable = Cable::connect(&ada).await;
-    assert_eq!(cable.next().await["type"], "welcome");
-    assert_eq!(
-        cable.subscribe(&identifier(&signed)).await["type"],
-        "confirm_subscription"
-    );
+    let cable = Cable::subscribed(&ada, &identifier(&signed)).await;
     Pair {
         _a: a,
         _b: b,

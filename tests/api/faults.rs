@@ -145,13 +145,7 @@ impl Drop for Tab {
 
 /// A cable socket subscribed to a page's stream with `identifier`, read all the time.
 async fn subscribed_cable(app: &TestApp, identifier: &str) -> Tab {
-    let mut cable = Cable::connect(app).await;
-    assert_eq!(cable.next().await["type"], "welcome");
-    assert_eq!(
-        cable.subscribe(identifier).await["type"],
-        "confirm_subscription"
-    );
-    Tab::new(cable.ws)
+    Tab::new(Cable::subscribed(app, identifier).await.ws)
 }
 
 /// A presence socket, read all the time, and the people it shows, kept as the page keeps them.

@@ -25,16 +25,6 @@ async fn spawn_with_redis(configure: impl FnOnce(&mut Settings)) -> TestApp {
     .await
 }
 
-async fn subscribe(app: &TestApp, identifier: &str) -> Cable {
-    let mut cable = Cable::connect(app).await;
-    assert_eq!(cable.next().await["type"], "welcome");
-    assert_eq!(
-        cable.subscribe(identifier).await["type"],
-        "confirm_subscription"
-    );
-    cable
-}
-
 /// Every broadcast that arrives within `wait`, as HTML.
 async fn received(cable: &mut Cable, wait: Duration) -> Vec<String> {
     let mut messages = Vec::new();
@@ -78,7 +68,7 @@ async fn a_change_made_between_render_and_subscription(app: TestApp) {
         .create_task(room, "Between render and subscribe")
         .await;
 
-    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    let mut cable = Cable::subscribed(&app, &page_identifier(&page)).await;
     let messages = received(&mut cable, Duration::from_millis(500)).await;
     assert_eq!(appended_titles(&messages), ["Between render and subscribe"]);
 }
@@ -97,7 +87,7 @@ async fn a_client_that_comes_back(app: TestApp) {
     let room = app.signed_in_room().await;
     let page = app.get_html(&format!("/rooms/{room}")).await;
     let identifier = page_identifier(&page);
-    let mut cable = subscribe(&app, &identifier).await;
+    let mut cable = Cable::subscribed(&app, &identifier).await;
     app.create_task(room, "one").await;
     assert_eq!(
         appended_titles(&received(&mut cable, Duration::from_millis(300)).await),
@@ -110,7 +100,7 @@ async fn a_client_that_comes_back(app: TestApp) {
         app.create_task(room, title).await;
     }
     // Back: the stock client subscribes again with the identifier it was created with.
-    let mut cable = subscribe(&app, &identifier).await;
+    let mut cable = Cable::subscribed(&app, &identifier).await;
     app.create_task(room, "five").await;
     let titles = appended_titles(&received(&mut cable, Duration::from_millis(500)).await);
     assert_eq!(titles, ["one", "two", "three", "four", "five"]);
@@ -141,7 +131,7 @@ async fn changes_made_during_a_replay(app: TestApp) {
             }
         })
     };
-    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    let mut cable = Cable::subscribed(&app, &page_identifier(&page)).await;
     posting.await.unwrap();
     let titles = appended_titles(&received(&mut cable, Duration::from_millis(800)).await);
     let mut expected: Vec<String> = (0..10).map(|i| format!("before {i:02}")).collect();
@@ -166,7 +156,7 @@ async fn a_client_away_longer_than_a_window_of_3(app: TestApp) {
     for i in 0..5 {
         app.create_task(room, &format!("task {i}")).await;
     }
-    let mut cable = subscribe(&app, &page_identifier(&page)).await;
+    let mut cable = Cable::subscribed(&app, &page_identifier(&page)).await;
     let messages = received(&mut cable, Duration::from_millis(400)).await;
     assert_eq!(
         messages,
@@ -189,7 +179,7 @@ async fn a_page_from_another_epoch(app: TestApp) {
     let page = app.get_html(&format!("/rooms/{room}")).await;
     let mut identifier: Value = serde_json::from_str(&page_identifier(&page)).unwrap();
     identifier["epoch"] = json!("an-epoch-that-is-gone");
-    let mut cable = subscribe(&app, &identifier.to_string()).await;
+    let mut cable = Cable::subscribed(&app, &identifier.to_string()).await;
     let messages = received(&mut cable, Duration::from_millis(300)).await;
     assert_eq!(
         messages,

@@ -48,12 +48,7 @@ async fn history_in_postgresql_carries_a_page_across_processes_and_reconnects() 
     // The page's socket lands on the other process: it is replayed both, then gets live ones.
     let ada_on_b = cluster.client(&b.address);
     ada_on_b.sign_in("Ada").await;
-    let mut cable = Cable::connect(&ada_on_b).await;
-    assert_eq!(cable.next().await["type"], "welcome");
-    assert_eq!(
-        cable.subscribe(&identifier).await["type"],
-        "confirm_subscription"
-    );
+    let mut cable = Cable::subscribed(&ada_on_b, &identifier).await;
     ada_on_a.create_task(room, "live").await;
     assert_eq!(
         appended_titles(&mut cable, Duration::from_millis(800)).await,

@@ -126,9 +126,7 @@ backend_tests! {
         let app = spawn_scrapeable(_app.backend).await;
         let room = app.signed_in_room().await;
         let signed = signed_stream_in(&app.get_html(&format!("/rooms/{room}")).await);
-        let mut cable = Cable::connect(&app).await;
-        assert_eq!(cable.next().await["type"], "welcome");
-        assert_eq!(cable.subscribe(&identifier(&signed)).await["type"], "confirm_subscription");
+        let mut cable = Cable::subscribed(&app, &identifier(&signed)).await;
         let _presence = presence(&app, room).await;
 
         app.create_task(room, "Count me").await;

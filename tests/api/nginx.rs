@@ -155,12 +155,7 @@ async fn the_shipped_nginx_config_fronts_two_processes_and_carries_the_cable_bet
     let signed = signed_stream_in(&page.text().await.unwrap());
 
     // Both sockets upgrade through nginx, and the Origin check passes behind it.
-    let mut cable = Cable::connect(&ada).await;
-    assert_eq!(cable.next().await["type"], "welcome");
-    assert_eq!(
-        cable.subscribe(&identifier(&signed)).await["type"],
-        "confirm_subscription"
-    );
+    let mut cable = Cable::subscribed(&ada, &identifier(&signed)).await;
     let (_presence, _) = handshake(
         &ada,
         &format!("/rooms/{room}/presence"),

@@ -38,13 +38,7 @@ async fn a_change_through_each_of_three_processes_reaches_the_subscribers_of_the
         }
         // Each process renders (and signs) the page its own visitor sees.
         let signed = signed_stream_in(&person.get_html(&format!("/rooms/{room}")).await);
-        let mut cable = Cable::connect(person).await;
-        assert_eq!(cable.next().await["type"], "welcome");
-        assert_eq!(
-            cable.subscribe(&identifier(&signed)).await["type"],
-            "confirm_subscription"
-        );
-        cables.push(cable);
+        cables.push(Cable::subscribed(person, &identifier(&signed)).await);
     }
 
     for (i, person) in people.iter().enumerate() {
