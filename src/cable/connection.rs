@@ -249,7 +249,7 @@ impl Subscriber<'_> {
     /// Subscribes, then replays what the page has not seen: everything after the position in
     /// the identifier, or a refresh when that is no longer kept; then answers the history
     /// request an extended-protocol client sends along. Live frames queue from the moment of
-    /// subscribing; those the replays already covered are skipped by [`is_news`].
+    /// subscribing; those the replays already covered are skipped by [`Self::is_news`].
     async fn subscribe(
         &mut self,
         identifier: String,

@@ -357,7 +357,7 @@ impl PostgresPubSub {
     /// Commits `change` with the cable message that announces it, in the change's own
     /// transaction: the history row and the NOTIFY commit with the change or not at all, so a
     /// change is never kept without its broadcast, even if this process dies the moment after.
-    /// The same statements as [`append`](Self::append), on the store's connection.
+    /// The same statements as `append`, on the store's connection.
     pub async fn commit(
         &self,
         mut change: RoomChange,

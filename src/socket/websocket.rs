@@ -220,8 +220,8 @@ impl WebSocket {
     }
 
     /// Sends a close frame with `reason`, then closes the connection once the client has closed
-    /// its side, or after [`CLOSE_WAIT`]. Waiting for the client keeps anything it was still
-    /// sending from turning the close into a reset, which could lose the close frame.
+    /// its side, or after `CLOSE_WAIT` (a second). Waiting for the client keeps anything it was
+    /// still sending from turning the close into a reset, which could lose the close frame.
     ///
     /// The closing is boxed: with its timer and read buffer it is about 1 KB, and a socket's
     /// task that awaits it inline is that large for the socket's whole life, not only while it

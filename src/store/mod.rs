@@ -2,7 +2,7 @@
 //! PostgreSQL; each statement is written once and runs on both, because the schema keeps to the
 //! SQL the two share (`$n` parameters, `RETURNING`, aggregate `FILTER`). The backend is picked
 //! once, from the database URL, when the app starts. On SQLite, changes run through rusqlite on
-//! the write lane's thread ([`sqlite_writer`]); everything else runs through sqlx.
+//! the write lane's thread (`sqlite_writer`); everything else runs through sqlx.
 
 mod known_rooms;
 mod sqlite_writer;

@@ -196,7 +196,7 @@ async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpSt
 }
 
 /// WebSocket frames as bytes, for the generator's opening and the floor server: whole frames
-/// only (neither side here fragments), headers through tungstenite's [`FrameHeader`].
+/// only (neither side here fragments), headers through tungstenite's `FrameHeader`.
 pub mod frame {
     use std::io::Cursor;
 
