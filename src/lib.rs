@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod cable;
+pub mod compress;
 pub mod config;
 pub mod controllers;
 pub mod csrf;

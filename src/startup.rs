@@ -10,7 +10,7 @@ use actix_service::{
 use actix_web::{
     App,
     dev::{AppConfig, Server},
-    middleware::{Compress, from_fn},
+    middleware::from_fn,
     web,
 };
 use anyhow::Context as _;
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     cable::{Broadcaster, CableConfig, HubHandle, StreamSigner, connection::CableContext},
+    compress,
     config::Settings,
     controllers, form_guard, headers,
     limits::{ConnectionLimiter, MutationLimiter, MutationRate},
@@ -171,7 +172,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(sessions.clone())
                 .app_data(body_limit.clone())
-                .wrap(Compress::default())
+                .wrap(from_fn(compress::middleware))
                 .wrap(from_fn(headers::middleware))
                 // Outermost, so that everything inside logs under the request's id.
                 .wrap(from_fn(observability::middleware))

@@ -9,6 +9,7 @@ mod assets;
 mod cable;
 mod cable_client;
 mod cable_memory;
+mod compression;
 mod config_docs;
 mod cross_process;
 mod deploy;
