@@ -46,8 +46,8 @@ const USAGE: &str = "\
 usage: tasksync-bench [--quick | --large] [--processes 1|2] [--phases http,ws,fanout] [--pgbench]
                       [--users C] [--ramp-secs S] [--connections N] [--hold N] [--room-size R]
                       [--wave W] [--subscribers S] [--posts P] [--rate R] [--tasks T]
-                      [--pgbench-secs S] [--out PATH] [--chart PATH] [--chart-from RESULTS]
-                      [--server PATH]
+                      [--pgbench-secs S] [--accept-encoding VALUE] [--out PATH] [--chart PATH]
+                      [--chart-from RESULTS] [--server PATH]
 
 Starts target/release/tasksync (build it first: cargo build --release), 1 process on SQLite or
 2 on a fresh PostgreSQL database, and runs: 1 HTTP ramp, 2+3 WebSocket flood and hold,
@@ -60,6 +60,8 @@ Starts target/release/tasksync (build it first: cargo build --release), 1 proces
                  --users clients, for --pgbench-secs (needs --processes 2: the PostgreSQL run)
   --hold N       pairs held in phase 3: the flood's, then more opened in waves of --wave by
                  worker processes, in rooms of --room-size people
+  --accept-encoding VALUE  what the HTTP ramp's requests say they take (default Chromium's,
+                 gzip, deflate, br, zstd; none sends no Accept-Encoding: nothing compressed)
   --chart PATH   the SVG latency chart (default: latency.svg beside --out)
   --chart-from RESULTS  only draw the chart again (to --chart) from a results JSON file";
 
@@ -83,6 +85,8 @@ struct Options {
     posts: usize,
     rate: f64,
     tasks: usize,
+    /// The HTTP ramp's `Accept-Encoding`; `None` sends none.
+    accept_encoding: Option<String>,
     out: PathBuf,
     chart: Option<PathBuf>,
     chart_from: Option<PathBuf>,
@@ -150,6 +154,7 @@ fn parse_args() -> Result<Options> {
         },
         rate: if large { 5.0 } else { 20.0 },
         tasks: 50,
+        accept_encoding: Some(http::BROWSER_ACCEPT_ENCODING.to_owned()),
         out: target_dir().join("bench").join("results.json"),
         chart: None,
         chart_from: None,
@@ -188,6 +193,10 @@ fn parse_args() -> Result<Options> {
             "--posts" => o.posts = value()?.parse()?,
             "--rate" => o.rate = value()?.parse()?,
             "--tasks" => o.tasks = value()?.parse()?,
+            "--accept-encoding" => {
+                let value = value()?;
+                o.accept_encoding = (value != "none").then(|| value.clone());
+            }
             "--out" => o.out = value()?.into(),
             "--chart" => o.chart = Some(value()?.into()),
             "--chart-from" => o.chart_from = Some(value()?.into()),
@@ -674,7 +683,8 @@ async fn http_ramp(opts: &Options, deployment: &Deployment, room: &Room) -> Resu
     let mut users = JoinSet::new();
     for (i, cookie) in cookies.iter().enumerate() {
         let addr = deployment.servers[i % deployment.servers.len()].addr;
-        let client = Client::with_cookie(addr, cookie);
+        let client =
+            Client::with_cookie(addr, cookie).with_accept_encoding(opts.accept_encoding.clone());
         // User i joins at i/C of the window, so the last one arrives just before it closes.
         let begin = start + window.mul_f64(i as f64 / opts.users as f64);
         let (done, mutations, room) = (done.clone(), mutations.clone(), room.id);
@@ -773,6 +783,12 @@ async fn http_ramp(opts: &Options, deployment: &Deployment, room: &Room) -> Resu
         result.requests as f64 / result.window_secs as f64,
         result.errors,
         result.all.line()
+    );
+    println!(
+        "  Accept-Encoding: {}",
+        opts.accept_encoding
+            .as_deref()
+            .unwrap_or("none (nothing compressed)")
     );
     println!(
         "  mutations (create + delete): {:.0}/s over the window, {:.0}/s in its last {:.0} s",
@@ -2075,6 +2091,7 @@ impl Report {
                 "posts": opts.posts,
                 "rate_per_sec": opts.rate,
                 "tasks": opts.tasks,
+                "accept_encoding": opts.accept_encoding,
                 "pgbench_secs": opts.pgbench.then_some(opts.pgbench_secs),
             },
             "rss_idle_kib": self.rss_idle_kib,

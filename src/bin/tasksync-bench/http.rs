@@ -1,8 +1,10 @@
 //! A lean HTTP/1.1 client for the load generator: one keep-alive connection per virtual user,
 //! as a browser tab would hold, with the session cookie kept by hand. No pool, no redirects:
 //! every request costs the generator as little as possible so the server is what gets measured.
+//! It asks for compressed responses as Chromium does, so the server compresses as it would for
+//! a browser, and decodes what comes back as a browser would.
 
-use std::net::SocketAddr;
+use std::{io::Read as _, net::SocketAddr};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
@@ -13,6 +15,9 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::TcpStream;
 
 pub const TURBO_ACCEPT: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
+
+/// What Chromium sends with every request.
+pub const BROWSER_ACCEPT_ENCODING: &str = "gzip, deflate, br, zstd";
 
 pub struct Response {
     pub status: u16,
@@ -25,6 +30,7 @@ pub struct Client {
     host: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     cookies: Vec<(String, String)>,
+    accept_encoding: Option<String>,
 }
 
 impl Client {
@@ -34,7 +40,14 @@ impl Client {
             host: addr.to_string(),
             sender: None,
             cookies: Vec::new(),
+            accept_encoding: Some(BROWSER_ACCEPT_ENCODING.to_owned()),
         }
+    }
+
+    /// Sends this `Accept-Encoding` instead of Chromium's, or none.
+    pub fn with_accept_encoding(mut self, accept_encoding: Option<String>) -> Self {
+        self.accept_encoding = accept_encoding;
+        self
     }
 
     /// A client that already carries a signed-in session.
@@ -107,6 +120,9 @@ impl Client {
                 .method(method.clone())
                 .uri(path)
                 .header(header::HOST, &self.host);
+            if let Some(accept_encoding) = &self.accept_encoding {
+                builder = builder.header(header::ACCEPT_ENCODING, accept_encoding);
+            }
             if !self.cookies.is_empty() {
                 builder = builder.header(header::COOKIE, self.cookie_header());
             }
@@ -149,15 +165,34 @@ impl Client {
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let encoding = res.headers().get(header::CONTENT_ENCODING).cloned();
             let bytes = res.into_body().collect().await?.to_bytes();
+            let body = decode(encoding.as_ref().map(|v| v.as_bytes()), &bytes)
+                .with_context(|| format!("{method} {path}: the response body"))?;
             return Ok(Response {
                 status,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
+                body,
                 location,
             });
         }
         bail!("{method} {path}: the connection kept closing")
     }
+}
+
+/// A response body as text, decoded by its `Content-Encoding`: the server compresses with zstd
+/// for a client that takes it, as Chromium does, and with gzip for one that does not.
+fn decode(encoding: Option<&[u8]>, bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    match encoding {
+        None | Some(b"identity") => return Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Some(b"zstd") => zstd::stream::read::Decoder::new(bytes)?.read_to_string(&mut text)?,
+        Some(b"gzip") => flate2::read::GzDecoder::new(bytes).read_to_string(&mut text)?,
+        Some(other) => bail!(
+            "Content-Encoding {}, which the benchmark does not decode",
+            String::from_utf8_lossy(other)
+        ),
+    };
+    Ok(text)
 }
 
 fn encode_form(fields: &[(&str, &str)]) -> String {
@@ -199,4 +234,34 @@ fn unescape(s: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    const PAGE: &str = "<div class=\"task\">Write the agenda</div>\n";
+
+    #[test]
+    fn a_body_is_decoded_by_its_content_encoding() {
+        let zstd = zstd::bulk::compress(PAGE.as_bytes(), 1).unwrap();
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(PAGE.as_bytes()).unwrap();
+        let gzip = gzip.finish().unwrap();
+
+        assert_eq!(decode(None, PAGE.as_bytes()).unwrap(), PAGE);
+        assert_eq!(decode(Some(b"identity"), PAGE.as_bytes()).unwrap(), PAGE);
+        assert_eq!(decode(Some(b"zstd"), &zstd).unwrap(), PAGE);
+        assert_eq!(decode(Some(b"gzip"), &gzip).unwrap(), PAGE);
+    }
+
+    #[test]
+    fn an_encoding_it_does_not_decode_or_a_broken_body_is_an_error() {
+        let error = decode(Some(b"br"), b"\x0b\x02\x80").unwrap_err();
+        assert!(error.to_string().contains("Content-Encoding br"), "{error}");
+        assert!(decode(Some(b"zstd"), PAGE.as_bytes()).is_err());
+        assert!(decode(Some(b"gzip"), PAGE.as_bytes()).is_err());
+    }
 }
