@@ -160,14 +160,14 @@ impl Server {
                 );
             }
             let mut client = Client::new(addr);
-            if let Ok(res) = client.get("/up").await
-                && res.status == 200
-            {
-                return Ok(server);
-            }
+            let last = match client.get("/up").await {
+                Ok(res) if res.status == 200 => return Ok(server),
+                Ok(res) => format!("status {}", res.status),
+                Err(error) => format!("{error:#}"),
+            };
             if Instant::now() > deadline {
                 server.stop().await;
-                bail!("tasksync did not answer /up on {addr} within 30 s");
+                bail!("tasksync did not answer /up on {addr} within 30 s; the last try: {last}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
