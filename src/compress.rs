@@ -10,7 +10,7 @@
 //! (109 KB) in about 60 µs, to 3.4 KB (README, Performance).
 //!
 //! Bodies already encoded (the assets, compressed at build time), streamed, smaller than a
-//! packet or not text pass through as they are.
+//! packet, not text or with an `ETag` (an asset sent as it is) pass through as they are.
 
 use std::io::Write as _;
 
@@ -82,7 +82,8 @@ fn encode<B: MessageBody>(
     }
 }
 
-/// A whole text body of some size, not already encoded, on a response that has a body.
+/// A whole text body of some size, not already encoded, on a response that has a body and no
+/// validator: an `ETag` names one representation, which an encoding made here would change.
 fn compressible(head: &ResponseHead, size: BodySize) -> bool {
     let has_body = !matches!(
         head.status,
@@ -97,6 +98,7 @@ fn compressible(head: &ResponseHead, size: BodySize) -> bool {
         && text
         && matches!(size, BodySize::Sized(n) if n >= MIN_BYTES)
         && !head.headers().contains_key(header::CONTENT_ENCODING)
+        && !head.headers().contains_key(header::ETAG)
 }
 
 /// Caches must keep one copy per encoding asked for.
@@ -170,6 +172,15 @@ mod tests {
                         .to(|| async { HttpResponse::Ok().content_type("image/png").body(page()) }),
                 )
                 .route(
+                    "/tagged",
+                    web::get().to(|| async {
+                        HttpResponse::Ok()
+                            .content_type("text/css")
+                            .insert_header((header::ETAG, "\"abc\""))
+                            .body(page())
+                    }),
+                )
+                .route(
                     "/encoded",
                     web::get().to(|| async {
                         HttpResponse::Ok()
@@ -234,8 +245,8 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn small_encoded_and_non_text_bodies_pass_as_they_are() {
-        for path in ["/small", "/image", "/encoded"] {
+    async fn small_encoded_tagged_and_non_text_bodies_pass_as_they_are() {
+        for path in ["/small", "/image", "/tagged", "/encoded"] {
             let (status, encoding, vary, body) = get(Some("zstd, gzip"), path).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(vary, None, "{path}");
