@@ -5,7 +5,7 @@
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::header::{self, ContentEncoding},
+    http::header::{self, AcceptEncoding, ContentEncoding, Encoding, Header as _},
     web,
 };
 
@@ -35,6 +35,9 @@ pub fn path(logical: &str) -> &'static str {
         .map_or("/assets/missing", |a| a.path)
 }
 
+/// The encodings each asset is built in, best first.
+const OFFERED: [Encoding; 3] = [Encoding::brotli(), Encoding::gzip(), Encoding::identity()];
+
 /// `GET /assets/{file}`: the asset in the best encoding the client accepts.
 pub async fn show(req: HttpRequest, file: web::Path<String>) -> Result<HttpResponse, AppError> {
     let wanted = format!("/assets/{file}");
@@ -56,22 +59,14 @@ pub async fn show(req: HttpRequest, file: web::Path<String>) -> Result<HttpRespo
             .insert_header((header::ETAG, asset.etag))
             .finish());
     }
-    let accepts = |coding: &str| {
-        req.headers()
-            .get_all(header::ACCEPT_ENCODING)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|c| {
-                let mut parts = c.trim().split(';');
-                parts.next() == Some(coding) && !parts.any(|p| p.trim() == "q=0")
-            })
-    };
-    let (encoding, body) = if accepts("br") {
-        (ContentEncoding::Brotli, asset.brotli)
-    } else if accepts("gzip") {
-        (ContentEncoding::Gzip, asset.gzip)
-    } else {
-        (ContentEncoding::Identity, asset.identity)
+    // What the client takes, weighed by its q-values; ties go to brotli, the smaller.
+    let negotiated = AcceptEncoding::parse(&req)
+        .ok()
+        .and_then(|accepted| accepted.negotiate(OFFERED.iter()));
+    let (encoding, body) = match negotiated {
+        Some(Encoding::Known(ContentEncoding::Brotli)) => (ContentEncoding::Brotli, asset.brotli),
+        Some(Encoding::Known(ContentEncoding::Gzip)) => (ContentEncoding::Gzip, asset.gzip),
+        _ => (ContentEncoding::Identity, asset.identity),
     };
     if encoding != ContentEncoding::Identity {
         res.insert_header((header::CONTENT_ENCODING, encoding));

@@ -25,6 +25,9 @@ async fn assets_are_fingerprinted_precompressed_and_cached_for_a_year() {
         ("br", Some("br")),
         ("gzip", Some("gzip")),
         ("identity", None),
+        // The client's weights count, not only their order.
+        ("gzip;q=1.0, br;q=0.5", Some("gzip")),
+        ("br;q=0, gzip", Some("gzip")),
         // No zstd copy is built, and the ETag names the bytes as they are: never zstd on the fly.
         ("zstd", None),
     ] {
