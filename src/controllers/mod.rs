@@ -13,6 +13,7 @@ mod tasks;
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse,
     dev::Payload,
+    guard,
     http::{StatusCode, header},
     middleware::from_fn,
     web,
@@ -26,14 +27,14 @@ use crate::{
 /// Every route of the app. Health checks and assets need no session; everything else runs
 /// inside the session and form-guard middleware.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/up", web::get().to(health::up))
-        .route("/metrics", web::get().to(metrics::show))
+    cfg.route("/up", read().to(health::up))
+        .route("/metrics", read().to(metrics::show))
         .route("/cable", web::get().to(cable::connect))
         .route(
             "/rooms/{room_id}/presence",
             web::get().to(presence::connect),
         )
-        .route("/assets/{file}", web::get().to(assets::show))
+        .route("/assets/{file}", read().to(assets::show))
         .service(
             web::scope("")
                 // Innermost: counts only requests whose CSRF token the form guard accepted.
@@ -45,9 +46,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// A route that reads: GET, and HEAD, which every general-purpose server answers as it would
+/// GET, without the body (RFC 9110, 9.3.2); actix-http leaves the body out and keeps its length.
+/// The sockets' routes are GET alone: a handshake is a GET.
+fn read() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 fn app_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(root))
-        .service(web::resource("/session/new").route(web::get().to(sessions::new)))
+    cfg.route("/", read().to(root))
+        .service(web::resource("/session/new").route(read().to(sessions::new)))
         .service(
             web::resource("/session")
                 .route(web::post().to(sessions::create))
@@ -55,12 +63,12 @@ fn app_routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/rooms")
-                .route(web::get().to(rooms::index))
+                .route(read().to(rooms::index))
                 .route(web::post().to(rooms::create)),
         )
         .service(
             web::resource("/rooms/{room_id}")
-                .route(web::get().to(rooms::show))
+                .route(read().to(rooms::show))
                 .route(web::patch().to(rooms::update)),
         )
         .service(web::resource("/rooms/{room_id}/tasks").route(web::post().to(tasks::create)))

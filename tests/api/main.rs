@@ -15,6 +15,7 @@ mod cross_process;
 mod deploy;
 mod faults;
 mod fuzz_corpus;
+mod head;
 mod health;
 mod history;
 mod history_processes;
