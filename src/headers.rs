@@ -12,10 +12,11 @@
 use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
+    error::InternalError,
     http::{
         StatusCode,
         header::{
-            CONTENT_SECURITY_POLICY, HeaderName, HeaderValue, REFERRER_POLICY,
+            CONTENT_SECURITY_POLICY, HeaderMap, HeaderName, HeaderValue, REFERRER_POLICY,
             X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
         },
     },
@@ -68,33 +69,46 @@ const STATIC: [(HeaderName, &str); 3] = [
 ];
 
 /// Middleware: adds the headers to every response but a 101, each unless the response set its
-/// own.
+/// own; error pages included, those an inner middleware answers (a bad CSRF token, a body too
+/// large) as well as the handlers'.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let mut res = next.call(req).await?;
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(res);
+    // Read now: an error's response is made where the request is no longer at hand.
+    let origin = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.allowed_origins.own_origin(req.request()));
+    let origin = origin.as_deref().unwrap_or("");
+    match next.call(req).await {
+        Ok(mut res) => {
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                secure(res.headers_mut(), origin);
+            }
+            Ok(res)
+        }
+        // The error becomes its response later, outside every middleware; carrying the
+        // response in the error is how it gets the headers (as `observability` does its id).
+        Err(err) => {
+            let mut res = err.error_response();
+            secure(res.headers_mut(), origin);
+            Err(InternalError::from_response(err, res).into())
+        }
     }
-    // Read from the request only for a response that takes the policy.
-    let policy = (!res.headers().contains_key(CONTENT_SECURITY_POLICY)).then(|| {
-        let req = res.request();
-        let origin = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.allowed_origins.own_origin(req));
-        content_security_policy(origin.as_deref().unwrap_or(""))
-    });
-    let headers = res.headers_mut();
+}
+
+fn secure(headers: &mut HeaderMap, origin: &str) {
     for (name, value) in STATIC {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
-    if let Some(value) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    if headers.contains_key(CONTENT_SECURITY_POLICY) {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&content_security_policy(origin)) {
         headers.insert(CONTENT_SECURITY_POLICY, value);
     }
-    Ok(res)
 }
 
 #[cfg(test)]

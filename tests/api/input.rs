@@ -131,9 +131,34 @@ crate::backend_tests! {
             assert!(csp.contains(directive), "{directive} missing from {csp}");
         }
         assert!(!csp.contains("unsafe"), "{csp}");
-        // Error pages carry it too.
-        let res = app.get("/nowhere").await;
-        assert!(res.headers().contains_key("content-security-policy"));
+        // Error pages carry them too: a handler's (404), and those the middleware answers
+        // before any handler runs (a form without its CSRF token, 422; a body too large, 413).
+        let no_token = app
+            .client
+            .post(app.url("/rooms"))
+            .form(&[("room[name]", "Launch")])
+            .send()
+            .await
+            .unwrap();
+        let too_large = app
+            .client
+            .post(app.url("/rooms"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'x'; 2 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        for (res, status) in [
+            (app.get("/nowhere").await, StatusCode::NOT_FOUND),
+            (no_token, StatusCode::UNPROCESSABLE_ENTITY),
+            (too_large, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            assert_eq!(res.status(), status);
+            for header in ["content-security-policy", "x-content-type-options", "x-frame-options"] {
+                assert!(res.headers().contains_key(header), "{status}: {header}");
+            }
+            assert!(res.headers().contains_key("x-request-id"), "{status}");
+        }
     }
 }
 
