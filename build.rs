@@ -67,12 +67,14 @@ fn main() {
         writeln!(
             manifest,
             "    Asset {{ logical: {logical:?}, path: \"/assets/{served}\", content_type: {:?}, \
-             etag: \"\\\"{}\\\"\", identity: {}, gzip: {}, brotli: {} }},",
+             identity: Encoded {{ bytes: {}, etag: \"\\\"{tag}\\\"\" }}, \
+             gzip: Encoded {{ bytes: {}, etag: \"\\\"{tag}-gzip\\\"\" }}, \
+             brotli: Encoded {{ bytes: {}, etag: \"\\\"{tag}-br\\\"\" }} }},",
             content_type(ext),
-            &digest[..32],
             file(""),
             file(".gz"),
             file(".br"),
+            tag = &digest[..32],
         )
         .unwrap();
     }

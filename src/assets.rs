@@ -5,7 +5,7 @@
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::header::{self, AcceptEncoding, ContentEncoding, Encoding, Header as _},
+    http::header::{self, AcceptEncoding, ContentEncoding, Encoding, Header as _, IfNoneMatch},
     web,
 };
 
@@ -18,10 +18,16 @@ pub struct Asset {
     /// The fingerprinted URL path, such as `/assets/application-1a2b3c4d.css`.
     pub path: &'static str,
     pub content_type: &'static str,
+    pub identity: Encoded,
+    pub gzip: Encoded,
+    pub brotli: Encoded,
+}
+
+/// An asset's bytes in one content-coding, with that representation's own entity tag: the
+/// tag names the bytes sent, so each encoding has its own (RFC 9110, 8.8.3).
+pub struct Encoded {
+    pub bytes: &'static [u8],
     pub etag: &'static str,
-    pub identity: &'static [u8],
-    pub gzip: &'static [u8],
-    pub brotli: &'static [u8],
 }
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -45,31 +51,38 @@ pub async fn show(req: HttpRequest, file: web::Path<String>) -> Result<HttpRespo
         .iter()
         .find(|a| a.path == wanted)
         .ok_or(AppError::NotFound)?;
-    let mut res = HttpResponse::Ok();
-    res.content_type(asset.content_type)
-        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
-        .insert_header((header::VARY, "Accept-Encoding"))
-        .insert_header((header::ETAG, asset.etag));
-    if req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == asset.etag.as_bytes())
-    {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, asset.etag))
-            .finish());
-    }
     // What the client takes, weighed by its q-values; ties go to brotli, the smaller.
     let negotiated = AcceptEncoding::parse(&req)
         .ok()
         .and_then(|accepted| accepted.negotiate(OFFERED.iter()));
-    let (encoding, body) = match negotiated {
-        Some(Encoding::Known(ContentEncoding::Brotli)) => (ContentEncoding::Brotli, asset.brotli),
-        Some(Encoding::Known(ContentEncoding::Gzip)) => (ContentEncoding::Gzip, asset.gzip),
-        _ => (ContentEncoding::Identity, asset.identity),
+    let (encoding, encoded) = match negotiated {
+        Some(Encoding::Known(ContentEncoding::Brotli)) => (ContentEncoding::Brotli, &asset.brotli),
+        Some(Encoding::Known(ContentEncoding::Gzip)) => (ContentEncoding::Gzip, &asset.gzip),
+        _ => (ContentEncoding::Identity, &asset.identity),
     };
+    let not_modified = match IfNoneMatch::parse(&req) {
+        Ok(IfNoneMatch::Any) => true,
+        // The weak comparison If-None-Match asks for: the opaque tags alone.
+        Ok(IfNoneMatch::Items(tags)) => {
+            let ours = encoded.etag.trim_matches('"');
+            tags.iter().any(|tag| tag.tag() == ours)
+        }
+        Err(_) => false,
+    };
+    let mut res = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .insert_header((header::VARY, "Accept-Encoding"))
+        .insert_header((header::ETAG, encoded.etag));
+    if not_modified {
+        return Ok(res.finish());
+    }
+    res.content_type(asset.content_type);
     if encoding != ContentEncoding::Identity {
         res.insert_header((header::CONTENT_ENCODING, encoding));
     }
-    Ok(res.body(body))
+    Ok(res.body(encoded.bytes))
 }

@@ -70,16 +70,40 @@ async fn assets_are_fingerprinted_precompressed_and_cached_for_a_year() {
         }
     }
 
-    let res = app.get(&css).await;
-    let etag = res.headers()[header::ETAG].clone();
-    let res = app
-        .client
-        .get(app.url(&css))
-        .header(header::IF_NONE_MATCH, etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    // Each encoding is its own representation, with its own tag; a browser asking again with
+    // the tag it holds (alone, weak or in a list) gets 304 for that encoding only.
+    let get = |encoding: &'static str, if_none_match: Option<String>| {
+        let mut req = app
+            .client
+            .get(app.url(&css))
+            .header(header::ACCEPT_ENCODING, encoding);
+        if let Some(tags) = if_none_match {
+            req = req.header(header::IF_NONE_MATCH, tags);
+        }
+        req.send()
+    };
+    let mut tags = Vec::new();
+    for encoding in ["br", "gzip", "identity"] {
+        let res = get(encoding, None).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        tags.push(res.headers()[header::ETAG].to_str().unwrap().to_owned());
+    }
+    assert!(
+        tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2],
+        "{tags:?}"
+    );
+    for (encoding, tag) in ["br", "gzip", "identity"].into_iter().zip(&tags) {
+        for held in [tag.clone(), format!("W/{tag}"), format!("\"other\", {tag}")] {
+            let res = get(encoding, Some(held.clone())).await.unwrap();
+            assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{encoding} {held}");
+            assert_eq!(res.headers()[header::ETAG], tag.as_str());
+            assert_eq!(res.headers()[header::VARY], "Accept-Encoding");
+        }
+    }
+    // The brotli copy's tag does not vouch for the gzip copy.
+    let res = get("gzip", Some(tags[0].clone())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
     assert_eq!(
         app.get("/assets/application-000000000000.css")
             .await
