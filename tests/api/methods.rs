@@ -1,0 +1,114 @@
+//! The methods each URL takes, as RFC 9110 asks: HEAD wherever GET is, answered as GET but
+//! without the body (link checkers, monitors and caches ask with it); any other method a 405
+//! with the `Allow` list.
+
+use reqwest::{Method, StatusCode, header};
+
+use crate::helpers::{Backend, TestApp, spawn};
+
+/// The status, headers and body length of a HEAD request to `path`.
+async fn head(app: &TestApp, path: &str) -> (StatusCode, header::HeaderMap, usize) {
+    let res = app.client.head(app.url(path)).send().await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    (status, headers, res.bytes().await.unwrap().len())
+}
+
+#[tokio::test]
+async fn head_answers_as_get_without_the_body() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    app.create_task(room, "Write the agenda").await;
+
+    let page_path = format!("/rooms/{room}");
+    let page = app.get_html(&page_path).await;
+    let asset = {
+        let start = page.find("/assets/application-").expect("the stylesheet");
+        page[start..].split('"').next().unwrap().to_owned()
+    };
+
+    for path in ["/up", "/session/new", "/rooms", &page_path, &asset] {
+        let (status, headers, body) = head(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "HEAD {path}");
+        assert_eq!(body, 0, "HEAD {path} has no body");
+        let length: usize = headers[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0, "HEAD {path} says how long GET's body is");
+    }
+    // The page's length is the length of the page a GET gets (its CSRF token is as long).
+    let (_, headers, _) = head(&app, &page_path).await;
+    assert_eq!(headers[header::CONTENT_LENGTH], page.len().to_string());
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+
+    // A redirect is a redirect either way.
+    let (status, headers, _) = head(&app, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/rooms");
+
+    // A socket's route is a handshake, which is a GET.
+    let (status, _, _) = head(&app, "/cable").await;
+    assert!(!status.is_success(), "HEAD /cable: {status}");
+}
+
+#[tokio::test]
+async fn another_method_gets_405_with_the_methods_the_url_takes() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let task = app.create_task(room, "Write the agenda").await;
+
+    for (path, allow) in [
+        ("/session/new".to_owned(), "GET, HEAD"),
+        ("/session".to_owned(), "POST, DELETE"),
+        ("/rooms".to_owned(), "GET, HEAD, POST"),
+        (format!("/rooms/{room}"), "GET, HEAD, PATCH"),
+        (format!("/rooms/{room}/tasks"), "POST"),
+        (format!("/rooms/{room}/tasks/completed"), "DELETE"),
+        (format!("/rooms/{room}/tasks/{task}"), "PATCH, DELETE"),
+    ] {
+        // Signed in afresh for each URL: DELETE /session, below, signs out.
+        app.sign_in("Ada").await;
+        let token = app.csrf().await;
+        // PUT is no one's, GET and OPTIONS (which pass the CSRF check) only some.
+        for method in [Method::PUT, Method::GET, Method::OPTIONS] {
+            if allow.split(", ").any(|m| m == method.as_str()) {
+                continue;
+            }
+            let res = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .header("x-csrf-token", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(res.headers()[header::ALLOW], allow, "{method} {path}");
+        }
+        // And every method the list names is taken (whatever the answer, it is not 405).
+        for method in allow.split(", ") {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let res = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .header("x-csrf-token", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+        }
+    }
+}
