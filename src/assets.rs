@@ -5,11 +5,11 @@
 
 use actix_web::{
     HttpRequest, HttpResponse,
-    http::header::{self, AcceptEncoding, ContentEncoding, Encoding, Header as _, IfNoneMatch},
+    http::header::{self, ContentEncoding, Encoding, Header as _, IfNoneMatch},
     web,
 };
 
-use crate::error::AppError;
+use crate::{compress, error::AppError};
 
 /// One asset, in each encoding.
 pub struct Asset {
@@ -41,7 +41,7 @@ pub fn path(logical: &str) -> &'static str {
         .map_or("/assets/missing", |a| a.path)
 }
 
-/// The encodings each asset is built in, best first.
+/// The encodings each asset is built in.
 const OFFERED: [Encoding; 3] = [Encoding::brotli(), Encoding::gzip(), Encoding::identity()];
 
 /// `GET /assets/{file}`: the asset in the best encoding the client accepts.
@@ -51,13 +51,11 @@ pub async fn show(req: HttpRequest, file: web::Path<String>) -> Result<HttpRespo
         .iter()
         .find(|a| a.path == wanted)
         .ok_or(AppError::NotFound)?;
-    // What the client takes, weighed by its q-values; ties go to brotli, the smaller.
-    let negotiated = AcceptEncoding::parse(&req)
-        .ok()
-        .and_then(|accepted| accepted.negotiate(OFFERED.iter()));
-    let (encoding, encoded) = match negotiated {
-        Some(Encoding::Known(ContentEncoding::Brotli)) => (ContentEncoding::Brotli, &asset.brotli),
-        Some(Encoding::Known(ContentEncoding::Gzip)) => (ContentEncoding::Gzip, &asset.gzip),
+    // Ties between equal q-values go to brotli, the smaller.
+    let accepted = req.headers().get_all(header::ACCEPT_ENCODING);
+    let (encoding, encoded) = match compress::negotiate(accepted, &OFFERED) {
+        ContentEncoding::Brotli => (ContentEncoding::Brotli, &asset.brotli),
+        ContentEncoding::Gzip => (ContentEncoding::Gzip, &asset.gzip),
         _ => (ContentEncoding::Identity, &asset.identity),
     };
     let not_modified = match IfNoneMatch::parse(&req) {

@@ -19,7 +19,7 @@ use actix_web::{
     dev::{ResponseHead, ServiceRequest, ServiceResponse},
     http::{
         StatusCode,
-        header::{self, AcceptEncoding, ContentEncoding, Encoding, Header as _, HeaderValue},
+        header::{self, AcceptEncoding, ContentEncoding, Encoding, HeaderValue},
     },
     middleware::Next,
     web::Bytes,
@@ -32,25 +32,46 @@ const MIN_BYTES: u64 = 1024;
 /// zstd's fastest level: level 3, its default, made a room page 2% smaller for a third more CPU.
 const ZSTD_LEVEL: i32 = 1;
 
-/// What the server offers, best first (actix's negotiation ranks zstd above gzip at the same
-/// quality).
+/// What the server offers; at the same quality actix's negotiation ranks zstd above gzip.
 const OFFERED: [Encoding; 3] = [Encoding::zstd(), Encoding::gzip(), Encoding::identity()];
 
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    // A header that does not parse is treated as absent: the body goes uncompressed.
-    let accepted = AcceptEncoding::parse(&req).ok();
+    // Kept as sent (a copy of a reference-counted value), and read only for a body that could
+    // be compressed: most answers (a 101, a redirect, a small turbo-stream) are not.
+    let accepted: Vec<HeaderValue> = req
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .cloned()
+        .collect();
     let res = next.call(req).await?;
-    Ok(res.map_body(|head, body| encode(head, body, accepted.as_ref())))
+    Ok(res.map_body(|head, body| encode(head, body, &accepted)))
+}
+
+/// The encoding of `offered` that `accepted`, the request's `Accept-Encoding` values, prefers,
+/// by actix's negotiation: the highest q-value (RFC 9110, 12.5.3), ties going to brotli, then
+/// zstd, then gzip; identity when nothing offered is taken or the header does not parse.
+pub fn negotiate<'a>(
+    accepted: impl Iterator<Item = &'a HeaderValue> + 'a,
+    offered: &[Encoding],
+) -> ContentEncoding {
+    header::from_comma_delimited(accepted)
+        .ok()
+        .and_then(|items| AcceptEncoding(items).negotiate(offered.iter()))
+        .and_then(|encoding| match encoding {
+            Encoding::Known(known) => Some(known),
+            Encoding::Unknown(_) => None,
+        })
+        .unwrap_or(ContentEncoding::Identity)
 }
 
 /// The response's body, compressed if it should be and the client takes an encoding we offer.
 fn encode<B: MessageBody>(
     head: &mut ResponseHead,
     body: B,
-    accepted: Option<&AcceptEncoding>,
+    accepted: &[HeaderValue],
 ) -> EitherBody<B, Bytes> {
     if !compressible(head, body.size()) {
         return EitherBody::left(body);
@@ -60,15 +81,10 @@ fn encode<B: MessageBody>(
         Err(body) => return EitherBody::left(body),
     };
     vary_on_accept_encoding(head);
-    let chosen = accepted
-        .and_then(|a| a.negotiate(OFFERED.iter()))
-        .and_then(|encoding| match encoding {
-            Encoding::Known(known) if known != ContentEncoding::Identity => Some(known),
-            _ => None,
-        });
-    let Some(encoding) = chosen else {
+    let encoding = negotiate(accepted.iter(), &OFFERED);
+    if encoding == ContentEncoding::Identity {
         return EitherBody::right(bytes);
-    };
+    }
     match compress(encoding, &bytes) {
         Ok(compressed) => {
             head.headers_mut()
