@@ -1,14 +1,6 @@
 use reqwest::{StatusCode, header};
 
-use crate::helpers::{Backend, spawn};
-
-/// The fingerprinted URL of an asset, as the layout references it.
-fn asset_url(html: &str, prefix: &str) -> String {
-    let start = html
-        .find(prefix)
-        .unwrap_or_else(|| panic!("{prefix} in layout"));
-    html[start..].split('"').next().unwrap().to_owned()
-}
+use crate::helpers::{Backend, asset_url, spawn};
 
 #[tokio::test]
 async fn assets_are_fingerprinted_precompressed_and_cached_for_a_year() {

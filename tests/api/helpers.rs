@@ -153,6 +153,14 @@ fn new_client_with_jar() -> (Client, Arc<Jar>) {
 
 pub const TURBO_ACCEPT: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
 
+/// The fingerprinted URL of an asset, as the layout references it.
+pub fn asset_url(html: &str, prefix: &str) -> String {
+    let start = html
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix} in layout"));
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
 /// Pulls `<meta name="csrf-token" content="...">` out of a page.
 pub fn csrf_from(html: &str) -> String {
     let marker = "name=\"csrf-token\" content=\"";

@@ -4,7 +4,7 @@
 
 use reqwest::{Method, StatusCode, header};
 
-use crate::helpers::{Backend, TestApp, spawn};
+use crate::helpers::{Backend, TestApp, asset_url, spawn};
 
 /// The status, headers and body length of a HEAD request to `path`.
 async fn head(app: &TestApp, path: &str) -> (StatusCode, header::HeaderMap, usize) {
@@ -21,10 +21,7 @@ async fn head_answers_as_get_without_the_body() {
 
     let page_path = format!("/rooms/{room}");
     let page = app.get_html(&page_path).await;
-    let asset = {
-        let start = page.find("/assets/application-").expect("the stylesheet");
-        page[start..].split('"').next().unwrap().to_owned()
-    };
+    let asset = asset_url(&page, "/assets/application-");
 
     for path in ["/up", "/session/new", "/rooms", &page_path, &asset] {
         let (status, headers, body) = head(&app, path).await;
@@ -57,6 +54,16 @@ async fn head_answers_as_get_without_the_body() {
     assert!(!status.is_success(), "HEAD /cable: {status}");
 }
 
+/// A `method` request to `path` with a valid CSRF token, as Turbo would send it.
+async fn request(app: &TestApp, method: Method, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .header("x-csrf-token", token)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn another_method_gets_405_with_the_methods_the_url_takes() {
     let app = spawn(Backend::Sqlite).await;
@@ -80,13 +87,7 @@ async fn another_method_gets_405_with_the_methods_the_url_takes() {
             if allow.split(", ").any(|m| m == method.as_str()) {
                 continue;
             }
-            let res = app
-                .client
-                .request(method.clone(), app.url(&path))
-                .header("x-csrf-token", &token)
-                .send()
-                .await
-                .unwrap();
+            let res = request(&app, method.clone(), &path, &token).await;
             assert_eq!(
                 res.status(),
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -97,13 +98,7 @@ async fn another_method_gets_405_with_the_methods_the_url_takes() {
         // And every method the list names is taken (whatever the answer, it is not 405).
         for method in allow.split(", ") {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let res = app
-                .client
-                .request(method.clone(), app.url(&path))
-                .header("x-csrf-token", &token)
-                .send()
-                .await
-                .unwrap();
+            let res = request(&app, method.clone(), &path, &token).await;
             assert_ne!(
                 res.status(),
                 StatusCode::METHOD_NOT_ALLOWED,
