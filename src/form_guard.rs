@@ -1,7 +1,13 @@
 //! Reads each non-GET request body once, before routing, to do what Rails does for form posts:
 //! refuse oversized bodies (413) and undecodable form fields (400), check the CSRF token (field or
-//! `X-CSRF-Token` header, else 422), and honour the `_method` override so that an HTML form can
-//! PATCH and DELETE. The decoded fields are kept for the handler as [`FormParams`].
+//! `X-CSRF-Token` header, else 422; else 404 where no route has the path), and honour the
+//! `_method` override so that an HTML form can PATCH and DELETE. The decoded fields are kept for
+//! the handler as [`FormParams`].
+//!
+//! Before routing, because the override decides which route a form reaches (Rails reads it in
+//! `Rack::MethodOverride`, before its router, too). So a path that routes but does not take the
+//! method is refused by the token check before the router could answer its 405: only a request
+//! with a valid token learns which methods such a path takes.
 
 use std::rc::Rc;
 
@@ -71,6 +77,12 @@ pub async fn middleware(
         .and_then(|v| v.to_str().ok())
         .or_else(|| field(csrf::PARAM));
     if !sent.is_some_and(|token| session.verify_csrf(token)) {
+        // A path no route has is not found, whatever its token: a form posted to a mistyped
+        // action should say so, not send its author looking for a CSRF problem. Nothing runs
+        // for such a path but the 404, so there is nothing for the token to protect.
+        if req.match_pattern().is_none() {
+            return Err(AppError::NotFound.into());
+        }
         return Err(AppError::InvalidAuthenticityToken.into());
     }
 

@@ -26,15 +26,17 @@ use crate::{
 
 /// Every route of the app. Health checks and assets need no session; everything else runs
 /// inside the session and form-guard middleware.
+///
+/// Every path is a `web::resource`, never `cfg.route(path, ...)`: that one lifts its route's
+/// method guard onto the resource, so another method would not find the path at all and fall
+/// through to the 404 (or, for a form method, to the form guard's 422) instead of getting the
+/// resource's 405 with its `Allow` list.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/up", read().to(health::up))
-        .route("/metrics", read().to(metrics::show))
-        .route("/cable", web::get().to(cable::connect))
-        .route(
-            "/rooms/{room_id}/presence",
-            web::get().to(presence::connect),
-        )
-        .route("/assets/{file}", read().to(assets::show))
+    cfg.service(web::resource("/up").route(read().to(health::up)))
+        .service(web::resource("/metrics").route(read().to(metrics::show)))
+        .service(web::resource("/cable").route(web::get().to(cable::connect)))
+        .service(web::resource("/rooms/{room_id}/presence").route(web::get().to(presence::connect)))
+        .service(web::resource("/assets/{file}").route(read().to(assets::show)))
         .service(
             web::scope("")
                 // Innermost: counts only requests whose CSRF token the form guard accepted.
@@ -54,7 +56,7 @@ fn read() -> actix_web::Route {
 }
 
 fn app_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", read().to(root))
+    cfg.service(web::resource("/").route(read().to(root)))
         .service(web::resource("/session/new").route(read().to(sessions::new)))
         .service(
             web::resource("/session")

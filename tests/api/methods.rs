@@ -50,8 +50,11 @@ async fn head_answers_as_get_without_the_body() {
     assert_eq!(headers[header::LOCATION], "/rooms");
 
     // A socket's route is a handshake, which is a GET.
-    let (status, _, _) = head(&app, "/cable").await;
-    assert!(!status.is_success(), "HEAD /cable: {status}");
+    for path in ["/cable", &format!("/rooms/{room}/presence")] {
+        let (status, headers, _) = head(&app, path).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "HEAD {path}");
+        assert_eq!(headers[header::ALLOW], "GET", "HEAD {path}");
+    }
 }
 
 /// A `method` request to `path` with a valid CSRF token, as Turbo would send it.
@@ -69,8 +72,16 @@ async fn another_method_gets_405_with_the_methods_the_url_takes() {
     let app = spawn(Backend::Sqlite).await;
     let room = app.signed_in_room().await;
     let task = app.create_task(room, "Write the agenda").await;
+    let page = app.get_html(&format!("/rooms/{room}")).await;
+    let asset = asset_url(&page, "/assets/application-");
 
     for (path, allow) in [
+        // Outside the session: health, assets and the two sockets.
+        ("/up".to_owned(), "GET, HEAD"),
+        (asset, "GET, HEAD"),
+        ("/cable".to_owned(), "GET"),
+        (format!("/rooms/{room}/presence"), "GET"),
+        ("/".to_owned(), "GET, HEAD"),
         ("/session/new".to_owned(), "GET, HEAD"),
         ("/session".to_owned(), "POST, DELETE"),
         ("/rooms".to_owned(), "GET, HEAD, POST"),
@@ -106,4 +117,40 @@ async fn another_method_gets_405_with_the_methods_the_url_takes() {
             );
         }
     }
+}
+
+/// A form method to a path that no route has is a 404, with or without a CSRF token: nothing
+/// would run there for the token to protect, and a form posted to a mistyped action should say
+/// that, not that its token was wrong. A path that does route still needs the token.
+#[tokio::test]
+async fn a_form_method_to_no_route_is_not_found_whatever_its_token() {
+    let app = spawn(Backend::Sqlite).await;
+    let room = app.signed_in_room().await;
+    let token = app.csrf().await;
+
+    for method in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
+        for path in ["/nope", "/rooms/1/tasks/2/nope", "/session/new/x"] {
+            let with_token = request(&app, method.clone(), path, &token).await;
+            assert_eq!(
+                with_token.status(),
+                StatusCode::NOT_FOUND,
+                "{method} {path}"
+            );
+            let without = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(without.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        }
+    }
+    let unguarded = app
+        .client
+        .post(app.url(&format!("/rooms/{room}/tasks")))
+        .form(&[("task[title]", "No token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unguarded.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
