@@ -263,14 +263,29 @@ fn bar(len: u64, prefix: &str) -> ProgressBar {
     bar
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // The same binary runs as its own helper processes.
-    let outcome = match std::env::args().nth(1).as_deref() {
-        Some(floor::SERVER_FLAG) => ("floor server", floor::server().await.map(|()| true)),
-        Some(hold::WORKER_FLAG) => ("hold worker", hold::worker().await.map(|()| true)),
-        _ => ("", run().await),
+    let role = std::env::args().nth(1);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if role.as_deref() == Some(floor::SERVER_FLAG) {
+        // One worker per core, as tasksync has, whatever the environment asks of the
+        // generator's runtime (tokio reads `TOKIO_WORKER_THREADS`; see the README).
+        runtime.worker_threads(cores());
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tasksync-bench: no runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let outcome = runtime.block_on(async {
+        match role.as_deref() {
+            Some(floor::SERVER_FLAG) => ("floor server", floor::server().await.map(|()| true)),
+            Some(hold::WORKER_FLAG) => ("hold worker", hold::worker().await.map(|()| true)),
+            _ => ("", run().await),
+        }
+    });
     match outcome {
         (_, Ok(true)) => ExitCode::SUCCESS,
         (_, Ok(false)) => ExitCode::FAILURE,
@@ -933,7 +948,7 @@ struct TopUp {
 
 /// What one burst of simultaneous connects did.
 struct Burst {
-    sockets: Vec<ws::Socket>,
+    sockets: Vec<ws::Opening>,
     /// Handshake times of the successes.
     times: Vec<Duration>,
     errors: Vec<String>,
@@ -945,7 +960,7 @@ struct Burst {
 async fn burst<F, Fut>(n: usize, name: &str, servers: &[u32], connect: F) -> Burst
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<ws::Socket>> + Send + 'static,
+    Fut: Future<Output = Result<ws::Opening>> + Send + 'static,
 {
     let (go, ready) = tokio::sync::watch::channel(false);
     let progress = bar(n as u64, name);
@@ -1402,9 +1417,10 @@ async fn fanout(
                     ws::cable(&origin, &cookie, &identifier, None),
                 )
                 .await
-                .context("subscribe timed out")?;
+                .context("subscribe timed out")??;
                 progress.inc(1);
-                socket
+                // Read by tungstenite: each subscriber looks for the posts in its messages.
+                anyhow::Ok(socket.into_socket().await)
             }
         })
         .buffer_unordered(64)

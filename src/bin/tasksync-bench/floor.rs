@@ -175,7 +175,9 @@ mod tests {
         )
         .await
         .expect("confirmed within 5 s")
-        .unwrap();
+        .unwrap()
+        .into_socket()
+        .await;
         let subscribe = r#"{"command":"subscribe","identifier":"again"}"#;
         cable.send(Message::text(subscribe)).await.unwrap();
         let confirm = cable.next().await.unwrap().unwrap();

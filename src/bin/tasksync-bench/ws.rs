@@ -39,16 +39,16 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(8 * 1024)
 }
 
-/// A socket from its opening handshake to the message the benchmark waits for: the request is
-/// one write of bytes formatted here, and frames are read straight from one growing buffer.
-/// tokio-tungstenite's own client cost the generator 67–84 µs of CPU a handshake where this
-/// costs 46–59 µs (500 at once against a server answering with pre-built bytes; where the
-/// difference goes was not profiled: its request goes through `http`'s header map, and it sets
-/// up two 8 KiB buffers before the first byte): in a
-/// flood the generator shares the 2 cores with the server, so its CPU is handshake time. Once
-/// the awaited message is in, the socket goes to tungstenite ([`Opening::into_socket`]) for
-/// holding, pings and the fan-out.
-struct Opening {
+/// A socket from its opening handshake on, read by hand: the request is one write of bytes
+/// formatted here, and frames are read straight from one buffer. tokio-tungstenite's own client
+/// cost the generator 67–84 µs of CPU a handshake where this costs 46–59 µs (500 at once
+/// against a server answering with pre-built bytes; where the difference goes was not
+/// profiled: its request goes through `http`'s header map, and it sets up two 8 KiB buffers
+/// before the first byte): in a flood the generator shares the 2 cores with the server, so its
+/// CPU is handshake time. A held socket stays this way ([`hold`]: frames dropped unread); one
+/// whose messages are read goes to tungstenite ([`Opening::into_socket`]).
+#[derive(Debug)]
+pub struct Opening {
     stream: TcpStream,
     /// Bytes read and not yet taken: the rest of the 101 response, then frames.
     buf: Vec<u8>,
@@ -62,27 +62,65 @@ impl Opening {
         Ok(())
     }
 
+    /// Reads at least the rest of the frame at the front of the buffer, when its header is in:
+    /// a frame of many KiB (a room's presence list) then costs one allocation, not a doubling
+    /// and a copy for every 4 KiB read.
+    async fn read_frame(&mut self) -> Result<()> {
+        let rest = frame::length(&self.buf)?.saturating_sub(self.buf.len());
+        self.buf.reserve(rest);
+        self.read_more().await
+    }
+
     /// The next text message; a ping is answered, a close is an error.
     async fn next_text(&mut self) -> Result<String> {
         loop {
             while let Some((opcode, payload)) = frame::take(&mut self.buf)? {
-                match opcode {
-                    OpCode::Data(Data::Text) => return Ok(String::from_utf8(payload)?),
-                    OpCode::Control(Control::Ping) => {
-                        let pong = OpCode::Control(Control::Pong);
-                        let pong = frame::encode(pong, &payload, Some(random()));
-                        self.stream.write_all(&pong).await?;
+                if let OpCode::Data(Data::Text) = opcode {
+                    return Ok(String::from_utf8(payload)?);
+                }
+                self.control(opcode, &payload).await?;
+            }
+            self.read_frame().await?;
+        }
+    }
+
+    /// Answers a ping; a close, or any other frame the benchmark does not expect, is an error.
+    async fn control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<()> {
+        match opcode {
+            OpCode::Control(Control::Ping) => {
+                let pong = frame::encode(OpCode::Control(Control::Pong), payload, Some(random()));
+                Ok(self.stream.write_all(&pong).await?)
+            }
+            OpCode::Control(Control::Close) => {
+                bail!("closed by the server: {}", String::from_utf8_lossy(payload))
+            }
+            other => bail!("unexpected {other} frame"),
+        }
+    }
+
+    /// Reads frames until the socket closes or breaks, dropping every message unread (no
+    /// UTF-8 check, no copy) and answering pings. The buffer is let go whenever it is empty,
+    /// so a quiet held socket costs its stream alone.
+    async fn drain(mut self) {
+        loop {
+            loop {
+                match frame::skip(&mut self.buf) {
+                    Ok(Some(None)) => {}
+                    Ok(Some(Some((opcode, payload)))) => {
+                        if self.control(opcode, &payload).await.is_err() {
+                            return;
+                        }
                     }
-                    OpCode::Control(Control::Close) => {
-                        bail!(
-                            "closed by the server: {}",
-                            String::from_utf8_lossy(&payload)
-                        )
-                    }
-                    other => bail!("unexpected {other} frame"),
+                    Ok(None) => break,
+                    Err(_) => return,
                 }
             }
-            self.read_more().await?;
+            if self.buf.is_empty() {
+                self.buf = Vec::new();
+            }
+            if self.read_frame().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -92,7 +130,7 @@ impl Opening {
     }
 
     /// Hands the socket, with any bytes already read past the awaited message, to tungstenite.
-    async fn into_socket(self) -> Socket {
+    pub async fn into_socket(self) -> Socket {
         WebSocketStream::from_partially_read(
             MaybeTlsStream::Plain(self.stream),
             self.buf,
@@ -198,7 +236,7 @@ async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpSt
 /// WebSocket frames as bytes, for the generator's opening and the floor server: whole frames
 /// only (neither side here fragments), headers through tungstenite's `FrameHeader`.
 pub mod frame {
-    use std::io::Cursor;
+    use std::{io::Cursor, ops::Range};
 
     use anyhow::{Result, bail};
     use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, coding::OpCode};
@@ -223,9 +261,10 @@ pub mod frame {
         out
     }
 
-    /// Takes the first whole frame off `buf`, unmasked; `None` until one is there.
-    pub fn take(buf: &mut Vec<u8>) -> Result<Option<(OpCode, Vec<u8>)>> {
-        let mut cursor = Cursor::new(&buf[..]);
+    /// The first frame's header and where its payload lies in `buf` (which may not hold all of
+    /// it yet); `None` until the header is in.
+    fn locate(buf: &[u8]) -> Result<Option<(FrameHeader, Range<usize>)>> {
+        let mut cursor = Cursor::new(buf);
         let Some((header, length)) = FrameHeader::parse(&mut cursor)? else {
             return Ok(None);
         };
@@ -236,18 +275,46 @@ pub mod frame {
         else {
             bail!("a frame of {length} bytes");
         };
-        if buf.len() < end {
-            return Ok(None);
-        }
         if !header.is_final {
             bail!("a fragmented message");
         }
-        let mut payload = buf[start..end].to_vec();
+        Ok(Some((header, start..end)))
+    }
+
+    /// How many bytes the first frame in `buf` takes, header and payload; 0 until its header
+    /// is in.
+    pub fn length(buf: &[u8]) -> Result<usize> {
+        Ok(locate(buf)?.map_or(0, |(_, payload)| payload.end))
+    }
+
+    /// Takes the first whole frame off `buf`, unmasked; `None` until one is there.
+    pub fn take(buf: &mut Vec<u8>) -> Result<Option<(OpCode, Vec<u8>)>> {
+        let Some((header, payload)) = locate(buf)?.filter(|(_, p)| p.end <= buf.len()) else {
+            return Ok(None);
+        };
+        let end = payload.end;
+        let mut payload = buf[payload].to_vec();
         if let Some(mask) = header.mask {
             unmask(&mut payload, mask);
         }
         buf.drain(..end);
         Ok(Some((header.opcode, payload)))
+    }
+
+    /// Takes the first whole frame off `buf` like [`take`], but a data frame's payload is
+    /// dropped unread: `Some(None)` for one, `Some(Some(..))` for a control frame.
+    #[allow(clippy::type_complexity)]
+    pub fn skip(buf: &mut Vec<u8>) -> Result<Option<Option<(OpCode, Vec<u8>)>>> {
+        match locate(buf)? {
+            Some((header, payload)) if payload.end <= buf.len() => {
+                if let OpCode::Control(_) = header.opcode {
+                    return Ok(take(buf)?.map(Some));
+                }
+                buf.drain(..payload.end);
+                Ok(Some(None))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Masking and unmasking are the same XOR (RFC 6455, 5.3).
@@ -269,7 +336,7 @@ pub async fn cable(
     cookie: &str,
     identifier: &str,
     source: Option<IpAddr>,
-) -> Result<Socket> {
+) -> Result<Opening> {
     let mut opening = open(
         origin,
         "/cable",
@@ -288,7 +355,7 @@ pub async fn cable(
                 opening.send_text(&subscribe).await?;
                 sent = true;
             }
-            Some("confirm_subscription") => return Ok(opening.into_socket().await),
+            Some("confirm_subscription") => return Ok(opening),
             Some("ping") | Some("welcome") => {}
             _ => return Err(anyhow!("unexpected cable frame: {text}")),
         }
@@ -301,21 +368,23 @@ pub async fn presence(
     cookie: &str,
     room: i64,
     source: Option<IpAddr>,
-) -> Result<Socket> {
+) -> Result<Opening> {
     let path = format!("/rooms/{room}/presence");
     let mut opening = open(origin, &path, cookie, None, source).await?;
     loop {
         let text = opening.next_text().await?;
         if text.contains("\"presence_state\"") {
-            return Ok(opening.into_socket().await);
+            return Ok(opening);
         }
     }
 }
 
-/// Keeps a socket open and drained (so pings are answered and queues never back up) until the
-/// handle is aborted.
-pub fn hold(mut socket: Socket) -> JoinHandle<()> {
-    tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} })
+/// Keeps a socket open and drained (so pings are answered and the server's queues never back
+/// up) until the handle is aborted, reading its frames as cheaply as it can ([`Opening`]'s
+/// drain): a real client reads them on its own machine, and here every byte the generator
+/// spends on them is taken from the server it measures.
+pub fn hold(socket: Opening) -> JoinHandle<()> {
+    tokio::spawn(socket.drain())
 }
 
 /// Reads a subscriber's frames until `posts` distinct marked posts have arrived or `until`;
@@ -382,14 +451,71 @@ mod tests {
     }
 
     #[test]
+    fn skipping_drops_data_frames_unread_and_keeps_control_frames() {
+        let text = frame::encode(OpCode::Data(Data::Text), &[b'x'; 300], None);
+        let ping = frame::encode(OpCode::Control(Control::Ping), b"hi", Some([7; 4]));
+        let mut buf = [&text[..], &ping[..], b"\x81"].concat();
+        assert_eq!(frame::length(&buf).unwrap(), text.len());
+        assert_eq!(frame::skip(&mut buf).unwrap(), Some(None));
+        assert_eq!(
+            frame::skip(&mut buf).unwrap(),
+            Some(Some((OpCode::Control(Control::Ping), b"hi".to_vec())))
+        );
+        assert_eq!(buf, b"\x81", "the next frame's first byte stays");
+        assert_eq!(frame::length(&buf).unwrap(), 0, "its header is not in yet");
+        assert_eq!(frame::skip(&mut buf).unwrap(), None);
+    }
+
+    #[test]
     fn a_frame_is_taken_only_once_all_of_it_is_in() {
         let sent = frame::encode(OpCode::Data(Data::Text), b"hello", None);
         let mut buf = sent[..sent.len() - 1].to_vec();
+        assert_eq!(frame::length(&buf).unwrap(), sent.len());
         assert!(frame::take(&mut buf).unwrap().is_none());
+        assert!(frame::skip(&mut buf).unwrap().is_none());
         assert_eq!(buf.len(), sent.len() - 1, "nothing consumed");
         let mut fragment = sent.clone();
         fragment[0] &= 0x7f; // not final
         assert!(frame::take(&mut fragment).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_held_socket_drops_messages_answers_pings_and_ends_when_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut server, _) = accepted.unwrap();
+        let held = hold(Opening {
+            stream: client.unwrap(),
+            buf: Vec::new(),
+        });
+
+        // A message larger than one read, then a ping: only the ping is answered.
+        let list = frame::encode(OpCode::Data(Data::Text), &[b'x'; 20_000], None);
+        let ping = frame::encode(OpCode::Control(Control::Ping), b"are you there", None);
+        server.write_all(&[list, ping].concat()).await.unwrap();
+        let mut answer = Vec::new();
+        let within = Duration::from_secs(5);
+        let pong = tokio::time::timeout(within, async {
+            loop {
+                if let Some(frame) = frame::take(&mut answer).unwrap() {
+                    return frame;
+                }
+                read_more(&mut server, &mut answer).await.unwrap();
+            }
+        })
+        .await
+        .expect("a pong within 5 s");
+        assert_eq!(
+            pong,
+            (OpCode::Control(Control::Pong), b"are you there".to_vec())
+        );
+
+        drop(server);
+        tokio::time::timeout(within, held)
+            .await
+            .expect("the hold ends once the server is gone")
+            .unwrap();
     }
 
     /// A server that answers any request with `answer`.
