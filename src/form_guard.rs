@@ -80,7 +80,7 @@ pub async fn middleware(
         // A path no route has is not found, whatever its token: a form posted to a mistyped
         // action should say so, not send its author looking for a CSRF problem. Nothing runs
         // for such a path but the 404, so there is nothing for the token to protect.
-        if req.match_pattern().is_none() {
+        if !req.resource_map().has_resource(req.path()) {
             return Err(AppError::NotFound.into());
         }
         return Err(AppError::InvalidAuthenticityToken.into());
