@@ -101,26 +101,17 @@ impl Opening {
     /// Reads frames until the socket closes or breaks, dropping every message unread (no
     /// UTF-8 check, no copy) and answering pings. The buffer is let go whenever it is empty,
     /// so a quiet held socket costs its stream alone.
-    async fn drain(mut self) {
+    async fn drain(mut self) -> Result<()> {
         loop {
-            loop {
-                match frame::skip(&mut self.buf) {
-                    Ok(Some(None)) => {}
-                    Ok(Some(Some((opcode, payload)))) => {
-                        if self.control(opcode, &payload).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => return,
+            while let Some((opcode, payload)) = frame::skip(&mut self.buf)? {
+                if let OpCode::Control(_) = opcode {
+                    self.control(opcode, &payload).await?;
                 }
             }
             if self.buf.is_empty() {
                 self.buf = Vec::new();
             }
-            if self.read_frame().await.is_err() {
-                return;
-            }
+            self.read_frame().await?;
         }
     }
 
@@ -289,32 +280,31 @@ pub mod frame {
 
     /// Takes the first whole frame off `buf`, unmasked; `None` until one is there.
     pub fn take(buf: &mut Vec<u8>) -> Result<Option<(OpCode, Vec<u8>)>> {
+        take_keeping(buf, true)
+    }
+
+    /// Takes the first whole frame off `buf` like [`take`], but a data frame's payload is
+    /// dropped unread: it comes back empty. A control frame's comes back as it is.
+    pub fn skip(buf: &mut Vec<u8>) -> Result<Option<(OpCode, Vec<u8>)>> {
+        take_keeping(buf, false)
+    }
+
+    fn take_keeping(buf: &mut Vec<u8>, data: bool) -> Result<Option<(OpCode, Vec<u8>)>> {
         let Some((header, payload)) = locate(buf)?.filter(|(_, p)| p.end <= buf.len()) else {
             return Ok(None);
         };
         let end = payload.end;
-        let mut payload = buf[payload].to_vec();
+        let keep = data || matches!(header.opcode, OpCode::Control(_));
+        let mut payload = if keep {
+            buf[payload].to_vec()
+        } else {
+            Vec::new()
+        };
         if let Some(mask) = header.mask {
             unmask(&mut payload, mask);
         }
         buf.drain(..end);
         Ok(Some((header.opcode, payload)))
-    }
-
-    /// Takes the first whole frame off `buf` like [`take`], but a data frame's payload is
-    /// dropped unread: `Some(None)` for one, `Some(Some(..))` for a control frame.
-    #[allow(clippy::type_complexity)]
-    pub fn skip(buf: &mut Vec<u8>) -> Result<Option<Option<(OpCode, Vec<u8>)>>> {
-        match locate(buf)? {
-            Some((header, payload)) if payload.end <= buf.len() => {
-                if let OpCode::Control(_) = header.opcode {
-                    return Ok(take(buf)?.map(Some));
-                }
-                buf.drain(..payload.end);
-                Ok(Some(None))
-            }
-            _ => Ok(None),
-        }
     }
 
     /// Masking and unmasking are the same XOR (RFC 6455, 5.3).
@@ -384,7 +374,10 @@ pub async fn presence(
 /// drain): a real client reads them on its own machine, and here every byte the generator
 /// spends on them is taken from the server it measures.
 pub fn hold(socket: Opening) -> JoinHandle<()> {
-    tokio::spawn(socket.drain())
+    tokio::spawn(async move {
+        // However it ends (closed, dropped, a broken frame), the socket is no longer held.
+        let _ = socket.drain().await;
+    })
 }
 
 /// Reads a subscriber's frames until `posts` distinct marked posts have arrived or `until`;
@@ -456,10 +449,13 @@ mod tests {
         let ping = frame::encode(OpCode::Control(Control::Ping), b"hi", Some([7; 4]));
         let mut buf = [&text[..], &ping[..], b"\x81"].concat();
         assert_eq!(frame::length(&buf).unwrap(), text.len());
-        assert_eq!(frame::skip(&mut buf).unwrap(), Some(None));
         assert_eq!(
             frame::skip(&mut buf).unwrap(),
-            Some(Some((OpCode::Control(Control::Ping), b"hi".to_vec())))
+            Some((OpCode::Data(Data::Text), Vec::new()))
+        );
+        assert_eq!(
+            frame::skip(&mut buf).unwrap(),
+            Some((OpCode::Control(Control::Ping), b"hi".to_vec()))
         );
         assert_eq!(buf, b"\x81", "the next frame's first byte stays");
         assert_eq!(frame::length(&buf).unwrap(), 0, "its header is not in yet");
