@@ -102,7 +102,13 @@ impl WebSocket {
                 // Let go of the buffer while waiting, however long the client is quiet.
                 self.read = BytesMut::new();
             }
-            if let Err(err) = self.io.readable().await {
+            // `poll_read_ready`, not `readable()`: it waits in the stream's one read-waker slot,
+            // which still holds the waker of the HTTP/1 task that read the handshake. Left
+            // there, that waker keeps the finished task allocated (3.2 KB) until the client
+            // next sends something: for a presence socket, whose client only listens, its
+            // first pong, seconds later. Through a burst of connects those tasks add up, and
+            // the heap keeps the high-water mark.
+            if let Err(err) = std::future::poll_fn(|cx| self.io.poll_read_ready(cx)).await {
                 return Some(Err(ProtocolError::Io(err)));
             }
             self.read.reserve(READ_CHUNK);
@@ -318,6 +324,49 @@ mod tests {
             server.await.unwrap().unwrap().unwrap(),
             Incoming::Text(ByteString::from_static("hi"))
         );
+    }
+
+    /// The HTTP/1 task that read the handshake waited for more in the stream's read-waker
+    /// slot; the socket's first wait for the client must take that slot over, so the finished
+    /// task's waker, and with it the task's memory, is let go of then and not at the client's
+    /// next message.
+    #[tokio::test]
+    async fn waiting_for_the_client_lets_go_of_the_handshake_readers_waker() {
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let (socket, client) = pair(64).await;
+        let WebSocket { io, .. } = socket;
+        let handshake_reader = std::sync::Arc::new(Task);
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&handshake_reader));
+        // As that task read: until the stream would block, leaving its waker to be woken.
+        let mut cx = std::task::Context::from_waker(&waker);
+        while io.poll_read_ready(&mut cx).is_ready() {
+            let read = io.try_read(&mut [0u8; 16]);
+            assert!(
+                matches!(&read, Err(err) if err.kind() == io::ErrorKind::WouldBlock),
+                "nothing to read: {read:?}"
+            );
+        }
+        drop(waker);
+        assert_eq!(
+            std::sync::Arc::strong_count(&handshake_reader),
+            2,
+            "the stream keeps the handshake reader's waker"
+        );
+        let mut socket = WebSocket::new(io, BytesMut::new(), BytesMut::new(), 64);
+        tokio::select! {
+            biased;
+            _ = socket.recv() => panic!("the client sent nothing"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(
+            std::sync::Arc::strong_count(&handshake_reader),
+            1,
+            "the socket's own wait replaced it"
+        );
+        drop(client);
     }
 
     /// Frames as a client sends them (masked).
