@@ -12,7 +12,7 @@
 //! Bodies already encoded (the assets, compressed at build time), streamed, smaller than a
 //! packet, not text or with an `ETag` (an asset sent as it is) pass through as they are.
 
-use std::io::Write as _;
+use std::{cell::RefCell, io::Write as _, rc::Rc};
 
 use actix_web::{
     body::{BodySize, EitherBody, MessageBody},
@@ -35,6 +35,35 @@ const ZSTD_LEVEL: i32 = 1;
 /// What the server offers; at the same quality actix's negotiation ranks zstd above gzip.
 const OFFERED: [Encoding; 3] = [Encoding::zstd(), Encoding::gzip(), Encoding::identity()];
 
+/// A worker's compressing state, kept between its responses: one zstd context. Setting a
+/// context up for each response was 4% of the server's CPU through the benchmark's HTTP ramp
+/// (`perf`), and freeing it each time left its pieces all over the worker's heap; kept, it
+/// holds about 0.5 MB. Each worker's application gets its own (`App::app_data`, built on the
+/// worker's thread), so nothing is shared or locked: a response is compressed whole, with no
+/// `.await` while the context is borrowed.
+#[derive(Default)]
+pub struct Compressors {
+    zstd: RefCell<Option<zstd::bulk::Compressor<'static>>>,
+}
+
+impl Compressors {
+    /// For `App::app_data`.
+    pub fn for_worker() -> Rc<Self> {
+        Rc::new(Self::default())
+    }
+
+    fn zstd(&self, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut context = self.zstd.borrow_mut();
+        let compressor = match &mut *context {
+            Some(compressor) => compressor,
+            None => context.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        // Each call starts a new frame whatever the last left, with parameters fitted to
+        // this body's size.
+        compressor.compress(bytes)
+    }
+}
+
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -46,8 +75,9 @@ pub async fn middleware(
         .get_all(header::ACCEPT_ENCODING)
         .cloned()
         .collect();
+    let compressors = req.app_data::<Rc<Compressors>>().cloned();
     let res = next.call(req).await?;
-    Ok(res.map_body(|head, body| encode(head, body, &accepted)))
+    Ok(res.map_body(|head, body| encode(head, body, &accepted, compressors.as_deref())))
 }
 
 /// The encoding of `offered` that `accepted`, the request's `Accept-Encoding` values, prefers,
@@ -72,6 +102,7 @@ fn encode<B: MessageBody>(
     head: &mut ResponseHead,
     body: B,
     accepted: &[HeaderValue],
+    compressors: Option<&Compressors>,
 ) -> EitherBody<B, Bytes> {
     if !compressible(head, body.size()) {
         return EitherBody::left(body);
@@ -85,7 +116,7 @@ fn encode<B: MessageBody>(
     if encoding == ContentEncoding::Identity {
         return EitherBody::right(bytes);
     }
-    match compress(encoding, &bytes) {
+    match compress(encoding, &bytes, compressors) {
         Ok(compressed) => {
             head.headers_mut()
                 .insert(header::CONTENT_ENCODING, encoding.to_header_value());
@@ -130,9 +161,17 @@ fn vary_on_accept_encoding(head: &mut ResponseHead) {
     }
 }
 
-fn compress(encoding: ContentEncoding, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+/// `bytes` in `encoding`, with the worker's `compressors` when the application has them.
+fn compress(
+    encoding: ContentEncoding,
+    bytes: &[u8],
+    compressors: Option<&Compressors>,
+) -> std::io::Result<Vec<u8>> {
     match encoding {
-        ContentEncoding::Zstd => zstd::bulk::compress(bytes, ZSTD_LEVEL),
+        ContentEncoding::Zstd => match compressors {
+            Some(compressors) => compressors.zstd(bytes),
+            None => zstd::bulk::compress(bytes, ZSTD_LEVEL),
+        },
         ContentEncoding::Gzip => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(bytes.len() / 8),
@@ -257,6 +296,42 @@ mod tests {
             if expected.is_some() {
                 assert!(body.len() * 10 < page().len(), "{accept:?}: {}", body.len());
             }
+        }
+    }
+
+    /// The worker's context, kept from one response to the next, makes whole frames of each,
+    /// small after large and large after small.
+    #[actix_web::test]
+    async fn a_workers_kept_context_compresses_each_response_on_its_own() {
+        let compressors = Compressors::for_worker();
+        let app = test::init_service(
+            App::new()
+                .app_data(Rc::clone(&compressors))
+                .wrap(from_fn(middleware))
+                .route(
+                    "/{times}",
+                    web::get().to(|times: web::Path<usize>| async move {
+                        HttpResponse::Ok()
+                            .content_type("text/html")
+                            .body(format!("<h1>{times}</h1>{}", page().repeat(*times)))
+                    }),
+                ),
+        )
+        .await;
+        for times in [1, 40, 1, 3] {
+            let req = test::TestRequest::get()
+                .uri(&format!("/{times}"))
+                .insert_header((ACCEPT_ENCODING, "zstd"))
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            assert_eq!(res.headers().get(CONTENT_ENCODING).unwrap(), "zstd");
+            let body = test::read_body(res).await;
+            let expected = format!("<h1>{times}</h1>{}", page().repeat(times));
+            assert_eq!(decode(Some("zstd"), &body), expected, "{times}");
+            assert!(
+                compressors.zstd.borrow().is_some(),
+                "compressed with the worker's context"
+            );
         }
     }
 

@@ -172,6 +172,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(sessions.clone())
                 .app_data(body_limit.clone())
+                .app_data(compress::Compressors::for_worker())
                 .wrap(from_fn(compress::middleware))
                 .wrap(from_fn(headers::middleware))
                 // Outermost, so that everything inside logs under the request's id.
