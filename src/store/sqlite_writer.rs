@@ -307,6 +307,25 @@ mod tests {
         )
     }
 
+    /// SQLite is built without its memory statistics (`LIBSQLITE3_FLAGS` in
+    /// `.cargo/config.toml`): kept, they put every allocation SQLite makes behind one
+    /// process-wide mutex. Their counter then stays at zero whatever SQLite holds.
+    #[test]
+    fn sqlite_keeps_no_memory_statistics() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE blobs (b BLOB); INSERT INTO blobs VALUES (randomblob(100000));",
+        )
+        .unwrap();
+        // SAFETY: reads a counter; SQLite allows it from any thread at any time.
+        let counted = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+        assert_eq!(
+            counted, 0,
+            "SQLite counts its memory: built without -DSQLITE_DEFAULT_MEMSTATUS=0?"
+        );
+        drop(conn);
+    }
+
     struct Abc(String, String, i64);
 
     impl FromSqliteRow for Abc {
