@@ -332,16 +332,20 @@ mod tests {
     /// next message.
     #[tokio::test]
     async fn waiting_for_the_client_lets_go_of_the_handshake_readers_waker() {
+        use std::{
+            sync::Arc,
+            task::{Context, Wake, Waker},
+        };
         struct Task;
-        impl std::task::Wake for Task {
-            fn wake(self: std::sync::Arc<Self>) {}
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {}
         }
         let (socket, client) = pair(64).await;
         let WebSocket { io, .. } = socket;
-        let handshake_reader = std::sync::Arc::new(Task);
-        let waker = std::task::Waker::from(std::sync::Arc::clone(&handshake_reader));
+        let handshake_reader = Arc::new(Task);
+        let waker = Waker::from(Arc::clone(&handshake_reader));
         // As that task read: until the stream would block, leaving its waker to be woken.
-        let mut cx = std::task::Context::from_waker(&waker);
+        let mut cx = Context::from_waker(&waker);
         while io.poll_read_ready(&mut cx).is_ready() {
             let read = io.try_read(&mut [0u8; 16]);
             assert!(
@@ -351,7 +355,7 @@ mod tests {
         }
         drop(waker);
         assert_eq!(
-            std::sync::Arc::strong_count(&handshake_reader),
+            Arc::strong_count(&handshake_reader),
             2,
             "the stream keeps the handshake reader's waker"
         );
@@ -362,7 +366,7 @@ mod tests {
             () = std::future::ready(()) => {}
         }
         assert_eq!(
-            std::sync::Arc::strong_count(&handshake_reader),
+            Arc::strong_count(&handshake_reader),
             1,
             "the socket's own wait replaced it"
         );
