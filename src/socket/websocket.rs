@@ -104,7 +104,7 @@ impl WebSocket {
             }
             // `poll_read_ready`, not `readable()`: it waits in the stream's one read-waker slot,
             // which still holds the waker of the HTTP/1 task that read the handshake. Left
-            // there, that waker keeps the finished task allocated (3.2 KB) until the client
+            // there, that waker keeps the finished task allocated (~3 KB) until the client
             // next sends something: for a presence socket, whose client only listens, its
             // first pong, seconds later. Through a burst of connects those tasks add up, and
             // the heap keeps the high-water mark.
